@@ -1,0 +1,161 @@
+"""Turns the `/init` code into an action folder: plain source, zip, or tar.gz, safely extracted.
+
+Extraction never writes outside the folder: absolute names, `..` components and symlinks that
+point out of it are refused or left out, files are never written through a link, and the
+total size is capped (zip headers can lie, so bytes are counted as they are written).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import stat
+import tarfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+MAX_ENTRIES = 100_000
+PYTHON_ENTRY = "__main__.py"
+EXECUTABLE = "exec"
+
+
+class ArchiveError(Exception):
+    """The code cannot become an action; the message is for the user's logs."""
+
+
+@dataclass(frozen=True)
+class ActionSource:
+    """Where the action lives and how to start it: kind is 'python' or 'executable'."""
+
+    kind: str
+    root: Path
+    entry: str
+    main: str
+
+
+def is_zip(data: bytes) -> bool:
+    return data[:2] == b"PK" and data[2:3] in b"\x03\x05\x07" and data[3:4] in b"\x04\x06\x08"
+
+
+def is_gzip(data: bytes) -> bool:
+    return data[:3] == b"\x1f\x8b\x08"
+
+
+def is_executable_file(data: bytes, main: str) -> bool:
+    """ELF binaries and `#!` scripts run as action-loop executables, except Python sources
+    that merely carry a python shebang and define the entry function."""
+    if data[:4] == b"\x7fELF":
+        return True
+    if not data.startswith(b"#!"):
+        return False
+    first_line = data.split(b"\n", 1)[0]
+    defines_main = re.search(rb"^(async\s+)?def\s+" + re.escape(main.encode()) + rb"\s*\(", data, re.M)
+    return not (b"python" in first_line and defines_main)
+
+
+def materialize(code: bytes, main: str, dest: Path, max_bytes: int) -> ActionSource:
+    """Write the code into `dest` and say what kind of action it is."""
+    dest.mkdir(parents=True, exist_ok=False)
+    if is_zip(code):
+        extract_zip(code, dest, max_bytes)
+        return _from_folder(dest, main)
+    if is_gzip(code):
+        extract_tar(code, dest, max_bytes)
+        return _from_folder(dest, main)
+    if is_executable_file(code, main):
+        _write_file(dest / EXECUTABLE, code, 0o755)
+        return ActionSource("executable", dest, EXECUTABLE, main)
+    _write_file(dest / PYTHON_ENTRY, code, 0o644)
+    return ActionSource("python", dest, PYTHON_ENTRY, main)
+
+
+def _from_folder(root: Path, main: str) -> ActionSource:
+    if (root / PYTHON_ENTRY).is_file():
+        return ActionSource("python", root, PYTHON_ENTRY, main)
+    exe = root / EXECUTABLE
+    if exe.is_file() and not exe.is_symlink():
+        exe.chmod(0o755)
+        return ActionSource("executable", root, EXECUTABLE, main)
+    raise ArchiveError(f"Zip file does not include {PYTHON_ENTRY} (nor an '{EXECUTABLE}' executable)")
+
+
+def _write_file(path: Path, data: bytes, mode: int) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+    path.chmod(mode)
+
+
+def _safe_target(root: Path, name: str) -> Path:
+    pure = PurePosixPath(name)
+    if pure.is_absolute() or ".." in pure.parts:
+        raise ArchiveError(f"The archive entry {name!r} would be extracted outside the action folder")
+    return root.joinpath(*pure.parts)
+
+
+def _link_stays_inside(root: Path, link: Path, target: str) -> bool:
+    if os.path.isabs(target):
+        return False
+    resolved = os.path.normpath(os.path.join(os.path.dirname(link), target))
+    return resolved == str(root) or resolved.startswith(str(root) + os.sep)
+
+
+def extract_zip(data: bytes, root: Path, max_bytes: int) -> None:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = archive.infolist()
+    except (zipfile.BadZipFile, ValueError) as exc:
+        raise ArchiveError(f"There was an error uncompressing the action archive: {exc}") from None
+    if len(members) > MAX_ENTRIES:
+        raise ArchiveError(f"The archive has more than {MAX_ENTRIES} entries")
+    total = 0
+    links: list[tuple[Path, str]] = []
+    for info in members:
+        target = _safe_target(root, info.filename)
+        mode = info.external_attr >> 16
+        if info.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        if stat.S_ISLNK(mode):
+            links.append((target, archive.read(info).decode("utf-8", "replace")))
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        total = _copy_member(archive, info, target, total, max_bytes)
+        target.chmod(0o755 if mode & 0o111 else 0o644)
+    for link, pointee in links:
+        if not _link_stays_inside(root, link, pointee):
+            continue  # e.g. virtualenv/bin/python -> /usr/bin/python3: not needed to run, not followed
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(pointee, link)
+
+
+def _copy_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path,
+                 total: int, max_bytes: int) -> int:
+    # O_NOFOLLOW|O_EXCL: never write through a link or over an earlier entry
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        with archive.open(info) as src, os.fdopen(fd, "wb") as out:
+            while chunk := src.read(1 << 20):
+                total += len(chunk)
+                if total > max_bytes:
+                    raise ArchiveError(f"The archive expands to more than {max_bytes} bytes")
+                out.write(chunk)
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
+        raise ArchiveError(f"There was an error uncompressing {info.filename!r}: {exc}") from None
+    return total
+
+
+def extract_tar(data: bytes, root: Path, max_bytes: int) -> None:
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+            members = archive.getmembers()
+            if len(members) > MAX_ENTRIES:
+                raise ArchiveError(f"The archive has more than {MAX_ENTRIES} entries")
+            if sum(m.size for m in members if m.isfile()) > max_bytes:
+                raise ArchiveError(f"The archive expands to more than {max_bytes} bytes")
+            for member in members:
+                _safe_target(root, member.name)
+            archive.extractall(root, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise ArchiveError(f"There was an error uncompressing the action archive: {exc}") from None

@@ -1,0 +1,55 @@
+"""`actionproxy serve --runtime python [--port N]` and `actionproxy --version`.
+
+Start-up order is the cold-start design: bind the port (the platform's connects queue in the
+backlog), start the stem-cell launcher, and only then import the HTTP stack, which takes
+longer than the launcher does to get ready.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+
+from actionproxy import __version__
+from actionproxy.config import RUNTIMES, Config
+
+
+def bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    return sock
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="actionproxy", description=__doc__.split("\n")[0])
+    top.add_argument("--version", action="version", version=f"actionproxy {__version__}")
+    commands = top.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the OpenWhisk action contract over HTTP")
+    serve.add_argument("--runtime", required=True, choices=RUNTIMES)
+    serve.add_argument("--port", type=int, help="listen port (default: $PORT, else 8080)")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        config = Config.from_env(args.runtime, args.port)
+    except ValueError as exc:
+        print(f"actionproxy: {exc}", file=sys.stderr)
+        return 2
+    try:
+        sock = bind(config.host, config.port)
+    except OSError as exc:
+        print(f"actionproxy: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
+        return 1
+    from actionproxy.executor.stemcell import spawn_stem_cell, worker_socket_path
+
+    socket_path = worker_socket_path()
+    stem = spawn_stem_cell(config, socket_path)
+    from actionproxy.server import serve
+
+    serve(config, sock, stem, socket_path)
+    return 0

@@ -1,0 +1,54 @@
+"""Every error the proxy answers with, built in one place, with the exact reference strings.
+
+The strings in quotes are the ones OpenWhisk's runtimes and conformance suite use
+(spec sections a.3 and a.5); changing them breaks compatibility.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from actionproxy.activation import ActivationResult
+
+MISSING_CODE = "Missing main/no code to execute."
+REINIT = "Cannot initialize the action more than once."
+NOT_INITIALIZED = "no action defined yet"
+NOT_A_DICT = "The action did not return a dictionary or array."
+BAD_ARGUMENT = "The action did not receive a dictionary or array as an argument."
+COMPILE_FAILED = "The action failed to generate or locate a binary. See logs for details."
+START_FAILED = "Cannot start action. Check logs for details."
+EXITED_DURING_INIT = "Command exited abruptly during initialization."
+COMMAND_EXITED = "command exited"
+
+
+def error(status: int, message: str) -> ActivationResult:
+    return ActivationResult(status, orjson.dumps({"error": message}))
+
+
+def bad_json(what: str, exc: Exception) -> ActivationResult:
+    return error(400, f"The {what} body is not valid JSON: {exc}")
+
+
+def cannot_decode(exc: Exception) -> ActivationResult:
+    return error(400, f"cannot decode the request: {exc}")
+
+
+def command_exited(detail: str) -> ActivationResult:
+    return error(400, f"{COMMAND_EXITED} ({detail}); the action was restarted for later activations")
+
+
+def deadline_passed(killed: bool) -> ActivationResult:
+    what = "its process was killed" if killed else "it was cancelled"
+    return error(502, f"The action did not finish by its deadline and {what}.")
+
+
+def too_many(limit: int) -> ActivationResult:
+    return error(429, f"Too many activations in flight: this container accepts at most {limit} at once.")
+
+
+def not_initialized() -> ActivationResult:
+    return error(500, NOT_INITIALIZED)
+
+
+def not_a_dict() -> ActivationResult:
+    return error(502, NOT_A_DICT)

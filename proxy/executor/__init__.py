@@ -1,0 +1,28 @@
+"""Executors run activations in processes; they know nothing about HTTP or platforms.
+
+Each executor loads one action (`init`), then runs activations (`run`) until `close`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from actionproxy.activation import Activation, ActivationResult
+from actionproxy.archive import ActionSource
+
+
+class InitError(Exception):
+    """The action could not be loaded. kind: 'compile' (bad code) or 'start' (would not run)."""
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+
+
+class Executor(Protocol):
+    async def init(self, source: ActionSource, env: dict[str, str]) -> None: ...
+
+    async def run(self, activation: Activation) -> ActivationResult: ...
+
+    def close(self) -> None: ...

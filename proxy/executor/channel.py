@@ -1,0 +1,257 @@
+"""The proxy's side of the action-loop protocol for one process: v1 lines or v2 frames.
+
+A channel starts by reading the child's ack line on fd 3. `{"ok": true, "protocol": 2}`
+switches it to v2 frames (many activations in flight, logs framed per activation);
+anything else is v1 (one activation at a time, result = one line on fd 3, logs = whatever
+the child writes to its stdout/stderr pipes while that activation runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Callable
+
+import orjson
+
+from actionproxy import errors
+from actionproxy.activation import Activation, ActivationResult
+from actionproxy.executor import frames
+from actionproxy.executor.fdio import FdReader, FdWriter
+from actionproxy.executor.process import ProcessHandle
+
+
+class ProtocolError(Exception):
+    """The child broke the protocol (bad ack, bad frame)."""
+
+
+class Pending:
+    __slots__ = ("activation", "future")
+
+    def __init__(self, activation: Activation, future: asyncio.Future[ActivationResult]) -> None:
+        self.activation = activation
+        self.future = future
+
+
+class ActionLoopChannel:
+    """Sends activations to one process and matches results, logs and its death to them."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, process: ProcessHandle, results_fd: int,
+                 requests_fd: int, log_limit: int, *, protocol: int | None = None,
+                 stdout_fd: int = -1, stderr_fd: int = -1,
+                 passthrough: Callable[[bool, bytes], None]) -> None:
+        self._loop = loop
+        self.process = process
+        self.protocol = protocol  # None until the ack line has been read
+        self.capacity = 1
+        self.inflight: dict[int, Pending] = {}
+        self.dead: asyncio.Future[str] = loop.create_future()
+        self.ack: asyncio.Future[dict] = loop.create_future()
+        self.init_done: asyncio.Future[dict] = loop.create_future()
+        self._log_limit = log_limit
+        self._passthrough = passthrough
+        self._ids = itertools.count(1)
+        self._lines = bytearray()
+        self._decoder = frames.FrameDecoder()
+        self._cancelling: dict[int, asyncio.TimerHandle] = {}
+        self._writer = FdWriter(loop, requests_fd)
+        self._logs = [FdReader(loop, fd, self._log_reader(fd == stderr_fd), lambda: None)
+                      for fd in (stdout_fd, stderr_fd) if fd >= 0]
+        self._results = FdReader(loop, results_fd, self._on_results, self._on_eof)
+        if protocol is not None:
+            self.ack.set_result({"ok": True, "protocol": protocol})
+        process.exited.add_done_callback(self._on_exit)
+
+    # ------------------------------------------------------------------ public
+    @property
+    def alive(self) -> bool:
+        return not self.dead.done()
+
+    @property
+    def has_room(self) -> bool:
+        return self.alive and (self.capacity == 0 or len(self.inflight) < self.capacity)
+
+    def assume_v1(self) -> None:
+        """No ack came within the start grace: the child speaks v1 without one."""
+        if not self.ack.done():
+            self.protocol = 1
+            self.ack.set_result({"ok": True})
+
+    def send(self, kind: int, payload: bytes = b"", ident: int = 0) -> None:
+        self._writer.write(frames.encode(kind, ident, payload))
+
+    def submit(self, activation: Activation) -> asyncio.Future[ActivationResult]:
+        future: asyncio.Future[ActivationResult] = self._loop.create_future()
+        if not self.alive:
+            future.set_result(errors.command_exited(self.dead.result()))
+            return future
+        ident = next(self._ids)
+        self.inflight[ident] = Pending(activation, future)
+        try:
+            if self.protocol == 2:
+                self.send(frames.RUN, activation.body, ident)
+            else:
+                self._writer.write(activation.body.replace(b"\n", b"") + b"\n")
+        except OSError:
+            self._die("the process stopped reading its requests")
+        return future
+
+    def abandon(self, activation: Activation, grace: float) -> bool:
+        """Give up on an activation (deadline). True if its process had to be killed."""
+        ident = next((i for i, p in self.inflight.items() if p.activation is activation), None)
+        if ident is None:
+            return False
+        if self.capacity == 1:
+            self._drain_logs()  # its logs so far stay with it
+            del self.inflight[ident]
+            self._die("killed at its activation's deadline")
+            return True
+        del self.inflight[ident]
+        self.send(frames.CANCEL, b"", ident)
+        self._cancelling[ident] = self._loop.call_later(grace, self._cancel_ignored, ident)
+        return False
+
+    def kill(self, reason: str) -> None:
+        self._die(reason)
+
+    # ------------------------------------------------------------------ reading
+    def _log_reader(self, is_err: bool) -> Callable[[bytes], None]:
+        def on_data(data: bytes) -> None:
+            if self.protocol != 2 and len(self.inflight) == 1:
+                pending = next(iter(self.inflight.values()))
+                pending.activation.logs.add(is_err, data, self._log_limit)
+            else:
+                self._passthrough(is_err, data)
+        return on_data
+
+    def _drain_logs(self) -> None:
+        for reader in self._logs:
+            reader.drain()
+
+    def _on_results(self, data: bytes) -> None:
+        try:
+            if self.protocol == 2:
+                for kind, ident, payload in self._decoder.feed(data):
+                    self._on_frame(kind, ident, payload)
+            else:
+                self._on_lines(data)
+        except (ProtocolError, frames.FrameError, orjson.JSONDecodeError) as exc:
+            self._passthrough(True, f"actionproxy: protocol error from the action: {exc}\n".encode())
+            self._die(f"protocol error: {exc}")
+
+    def _on_lines(self, data: bytes) -> None:
+        self._lines += data
+        while (end := self._lines.find(b"\n")) >= 0:
+            line = bytes(self._lines[:end])
+            del self._lines[: end + 1]
+            if not self.ack.done():
+                self._on_ack(line)
+                if self.protocol == 2:  # the rest of the stream is frames
+                    rest = bytes(self._lines)
+                    self._lines.clear()
+                    if rest:
+                        self._on_results(rest)
+                    return
+            elif self.inflight:
+                self._on_line_result(line)
+            else:
+                self._passthrough(True, b"actionproxy: unexpected output on fd 3: " + line[:200] + b"\n")
+
+    def _on_ack(self, line: bytes) -> None:
+        ack = orjson.loads(line)
+        if not isinstance(ack, dict) or ack.get("ok") is not True:
+            raise ProtocolError("The action did not initialize properly.")
+        self.protocol = 2 if ack.get("protocol") == 2 else 1
+        self.ack.set_result(ack)
+
+    def _on_line_result(self, line: bytes) -> None:
+        self._drain_logs()
+        ident = next(iter(self.inflight))
+        pending = self.inflight.pop(ident)
+        pending.future.set_result(_check_result(line.strip(), validate=True))
+
+    def _on_frame(self, kind: int, ident: int, payload: bytes) -> None:
+        if kind == frames.STDOUT or kind == frames.STDERR:
+            pending = self.inflight.get(ident)
+            if pending is None:
+                self._passthrough(kind == frames.STDERR, payload)
+            else:
+                pending.activation.logs.add(kind == frames.STDERR, payload, self._log_limit)
+            return
+        if kind == frames.INIT_DONE:
+            if not self.init_done.done():
+                self.init_done.set_result(orjson.loads(payload))
+            return
+        if kind not in (frames.DONE, frames.FAILED):
+            raise ProtocolError(f"unknown frame kind {kind}")
+        timer = self._cancelling.pop(ident, None)
+        if timer is not None:
+            timer.cancel()
+        pending = self.inflight.pop(ident, None)
+        if pending is None:
+            return
+        if kind == frames.DONE:
+            result = _check_result(payload, validate=False)
+        else:
+            result = _failure(orjson.loads(payload))
+        pending.future.set_result(result)
+
+    def _cancel_ignored(self, ident: int) -> None:
+        if self._cancelling.pop(ident, None) is not None:
+            self._die("an activation ignored its cancellation past the grace period")
+
+    # ------------------------------------------------------------------ death
+    def _on_eof(self) -> None:
+        self._die("the process closed its result channel")
+
+    def _on_exit(self, exited: asyncio.Future[str]) -> None:
+        if self.alive:
+            self._results.drain()  # a result written just before exiting still counts
+            self._drain_logs()
+        self._die(exited.result())
+
+    def _die(self, detail: str) -> None:
+        if self.dead.done():
+            return
+        self.process.kill()
+        for reader in (self._results, *self._logs):
+            reader.drain()
+            reader.close()
+        self._writer.close()
+        for timer in self._cancelling.values():
+            timer.cancel()
+        self._cancelling.clear()
+        pending, self.inflight = self.inflight, {}
+        for item in pending.values():
+            if not item.future.done():
+                item.future.set_result(errors.command_exited(detail))
+        for future in (self.ack, self.init_done):
+            if not future.done():
+                future.set_exception(ChannelDied(detail))
+                future.exception()  # nobody may be waiting: do not warn about it
+        self.dead.set_result(detail)
+
+
+class ChannelDied(Exception):
+    """The process behind a channel ended; the message says how."""
+
+
+def _check_result(body: bytes, validate: bool) -> ActivationResult:
+    """Only a JSON object or array is a result (v1 lines are parsed to be sure)."""
+    if body[:1] not in (b"{", b"["):
+        return errors.not_a_dict()
+    if validate:
+        try:
+            orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return errors.not_a_dict()
+    return ActivationResult(200, body)
+
+
+def _failure(report: dict) -> ActivationResult:
+    reason = report.get("reason")
+    if reason == "exit":
+        return errors.error(400, f"{errors.COMMAND_EXITED}: the action called sys.exit({report.get('code')})")
+    if reason == "cancelled":
+        return errors.deadline_passed(killed=False)
+    return errors.not_a_dict()

@@ -1,0 +1,102 @@
+"""Non-blocking reads and writes on raw file descriptors (pipes and sockets) in the event loop.
+
+We read fds ourselves instead of using asyncio streams so that (1) there is no line-length
+limit, and (2) a child's pending output can be drained synchronously the moment its result
+arrives, which keeps each activation's logs ahead of its sentinel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Callable
+
+CHUNK = 256 * 1024
+
+
+class FdReader:
+    """Calls `on_data(bytes)` for everything read from `fd`, then `on_eof()` once."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fd: int,
+        on_data: Callable[[bytes], None],
+        on_eof: Callable[[], None],
+    ) -> None:
+        self._loop = loop
+        self.fd = fd
+        self._on_data = on_data
+        self._on_eof = on_eof
+        self._open = True
+        os.set_blocking(fd, False)
+        loop.add_reader(fd, self._readable)
+
+    def _readable(self) -> None:
+        self.drain()
+
+    def drain(self) -> None:
+        """Read everything available now without blocking."""
+        while self._open:
+            try:
+                data = os.read(self.fd, CHUNK)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self.close()
+                self._on_eof()
+                return
+            self._on_data(data)
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            self._loop.remove_reader(self.fd)
+            os.close(self.fd)
+
+
+class FdWriter:
+    """Writes without blocking the loop; buffers what the peer cannot take yet."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        self._loop = loop
+        self.fd = fd
+        self._pending = bytearray()
+        self._open = True
+        os.set_blocking(fd, False)
+
+    def write(self, data: bytes) -> None:
+        if not self._open:
+            raise BrokenPipeError("the channel is closed")
+        if self._pending:
+            self._pending += data
+            return
+        try:
+            sent = os.write(self.fd, data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            self._pending += data[sent:]
+            self._loop.add_writer(self.fd, self._writable)
+
+    def _writable(self) -> None:
+        try:
+            sent = os.write(self.fd, self._pending)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.close()
+            return
+        del self._pending[:sent]
+        if not self._pending:
+            self._loop.remove_writer(self.fd)
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            if self._pending:
+                self._loop.remove_writer(self.fd)
+                self._pending.clear()
+            os.close(self.fd)

@@ -1,0 +1,58 @@
+"""Protocol v2 framing: a 9-byte header (kind, activation id, payload length) then the payload.
+
+Length-prefixed frames carry payloads of any size and any bytes (no line limit, no
+re-encoding), which is what lets one launcher multiplex many activations.
+See docs/PROTOCOL.md for the meaning of each kind.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Iterator
+
+HEADER = struct.Struct(">BII")
+MAX_PAYLOAD = 1 << 30
+
+# proxy -> launcher
+INIT = ord("I")
+RUN = ord("R")
+CANCEL = ord("C")
+FORK = ord("F")
+# launcher -> proxy
+INIT_DONE = ord("K")
+DONE = ord("D")
+FAILED = ord("X")
+STDOUT = ord("O")
+STDERR = ord("E")
+
+
+class FrameError(Exception):
+    """The peer sent bytes that are not a valid frame stream."""
+
+
+def encode(kind: int, ident: int, payload: bytes = b"") -> bytes:
+    return HEADER.pack(kind, ident, len(payload)) + payload
+
+
+class FrameDecoder:
+    """Incremental decoder: feed bytes as they arrive, get whole frames back."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> Iterator[tuple[int, int, bytes]]:
+        buf = self._buf
+        buf += data
+        start = 0
+        size = len(buf)
+        while size - start >= HEADER.size:
+            kind, ident, length = HEADER.unpack_from(buf, start)
+            if length > MAX_PAYLOAD:
+                raise FrameError(f"frame of {length} bytes exceeds the {MAX_PAYLOAD} byte limit")
+            end = start + HEADER.size + length
+            if end > size:
+                break
+            yield kind, ident, bytes(buf[start + HEADER.size : end])
+            start = end
+        if start:
+            del buf[:start]

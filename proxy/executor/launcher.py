@@ -1,0 +1,153 @@
+"""Language launchers (runtimes/<lang>/launcher.*) speaking protocol v2: stem cell, async, zygote.
+
+The launcher process is started before `/init` (a "stem cell" with its runtime imported), so
+`/init` only loads the user's code. The launcher then reports a mode:
+- async: it multiplexes every activation itself; one process, restarted if it dies;
+- sync: it is a zygote; each FORK frame forks a worker from the loaded action, which
+  connects back to our Unix socket and runs one activation at a time. Workers are added on
+  demand up to the configured maximum, and a stuck one is killed alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import socket
+import struct
+from typing import Callable
+
+import orjson
+
+from actionproxy.activation import Activation, ActivationResult
+from actionproxy.archive import ActionSource
+from actionproxy.config import Config
+from actionproxy.executor import InitError, frames
+from actionproxy.executor.channel import ActionLoopChannel, ChannelDied
+from actionproxy.executor.pool import ChannelPool
+from actionproxy.executor.process import ProcessHandle, SpawnedProcess
+from actionproxy.executor.stemcell import spawn_stem_cell, worker_socket_path
+
+FORK_TIMEOUT = 10.0
+PEERCRED = struct.Struct("3i")
+
+
+class LauncherExecutor:
+    def __init__(self, config: Config, passthrough: Callable[[bool, bytes], None],
+                 stem: SpawnedProcess | None = None, socket_path: str | None = None) -> None:
+        self._config = config
+        self._passthrough = passthrough
+        self._socket_path = socket_path or worker_socket_path()
+        self._stem = stem
+        self._spec = b""
+        self._pool: ChannelPool | None = None
+        self._zygote: ActionLoopChannel | None = None
+        self._listener: socket.socket | None = None
+        self._forks: collections.deque[asyncio.Future[tuple[int, int]]] = collections.deque()
+
+    # ------------------------------------------------------------------ loading
+    def _channel(self, child: SpawnedProcess) -> ActionLoopChannel:
+        loop = asyncio.get_running_loop()
+        return ActionLoopChannel(loop, ProcessHandle(loop, child.pid, own_child=True),
+                                 child.results, child.stdin, self._config.log_limit,
+                                 passthrough=self._passthrough)
+
+    async def _load(self) -> tuple[ActionLoopChannel, dict]:
+        """A launcher with the action loaded; raises InitError."""
+        stem, self._stem = self._stem, None
+        channel = self._channel(stem or spawn_stem_cell(self._config, self._socket_path))
+        try:
+            await channel.ack
+            if channel.protocol != 2:
+                channel.kill("not a protocol 2 launcher")
+                raise InitError("start", "the launcher does not speak protocol 2")
+            channel.send(frames.INIT, self._spec)
+            reply = await channel.init_done
+        except ChannelDied:
+            raise InitError("start", "Command exited abruptly during initialization.") from None
+        if not reply.get("ok"):
+            channel.kill("init failed")
+            raise InitError(reply.get("error", "start"))
+        return channel, reply
+
+    async def init(self, source: ActionSource, env: dict[str, str]) -> None:
+        self._spec = orjson.dumps({"root": str(source.root), "entry": source.entry,
+                                   "main": source.main, "env": env})
+        channel, reply = await self._load()
+        grace = self._config.cancel_grace
+        if reply.get("mode") == "async":
+            channel.capacity = 0
+            self._pool = ChannelPool(self._restart_async, 1, grace, keep_one=True)
+            self._pool.adopt(channel)
+            return
+        self._zygote = channel
+        self._listen()
+        self._pool = ChannelPool(self._fork_worker, self._config.max_workers, grace)
+        try:
+            self._pool.adopt(await self._fork_worker())
+        except (ChannelDied, OSError, TimeoutError) as exc:
+            raise InitError("start", f"cannot fork a worker: {exc}") from None
+
+    async def _restart_async(self) -> ActionLoopChannel:
+        channel, _ = await self._load()
+        channel.capacity = 0
+        return channel
+
+    # ------------------------------------------------------------------ sync workers
+    def _listen(self) -> None:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(self._socket_path)
+        listener.listen(64)
+        listener.setblocking(False)
+        asyncio.get_running_loop().add_reader(listener.fileno(), self._accept)
+        self._listener = listener
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        try:
+            conn, _ = self._listener.accept()
+        except BlockingIOError:
+            return
+        pid, _, _ = PEERCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEERCRED.size))
+        while self._forks and self._forks[0].done():
+            self._forks.popleft()
+        if not self._forks:
+            conn.close()  # a worker nobody asked for (a late one after a timeout)
+            return
+        self._forks.popleft().set_result((conn.detach(), pid))
+
+    async def _fork_worker(self) -> ActionLoopChannel:
+        zygote = self._zygote
+        if zygote is None or not zygote.alive:
+            zygote, _ = await self._load()
+            self._zygote = zygote
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[tuple[int, int]] = loop.create_future()
+        self._forks.append(waiter)
+        zygote.send(frames.FORK)
+        fd, pid = await asyncio.wait_for(waiter, FORK_TIMEOUT)
+        channel = ActionLoopChannel(loop, ProcessHandle(loop, pid, own_child=False), fd, os.dup(fd),
+                                    self._config.log_limit, protocol=2,
+                                    passthrough=self._passthrough)
+        channel.capacity = 1
+        return channel
+
+    # ------------------------------------------------------------------ running
+    async def run(self, activation: Activation) -> ActivationResult:
+        assert self._pool is not None
+        return await self._pool.run(activation)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+        if self._zygote is not None:
+            self._zygote.kill("the proxy is shutting down")
+        if self._stem is not None:
+            os.close(self._stem.stdin)  # the stem cell exits at EOF
+            os.close(self._stem.results)
+            self._stem = None
+        if self._listener is not None:
+            asyncio.get_running_loop().remove_reader(self._listener.fileno())
+            self._listener.close()
+            os.unlink(self._socket_path)
+            os.rmdir(os.path.dirname(self._socket_path))

@@ -1,0 +1,86 @@
+"""Action-loop executables (bash, Go, Rust ... any OpenWhisk action-loop binary) in a pool.
+
+A v1 executable handles one activation at a time, so concurrency comes from more
+processes, started on demand. An executable whose ack advertises protocol 2 multiplexes
+on its own, so it gets exactly one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Callable
+
+from actionproxy.activation import Activation, ActivationResult
+from actionproxy.archive import ActionSource
+from actionproxy.config import Config
+from actionproxy.executor import InitError
+from actionproxy.executor.channel import ActionLoopChannel, ChannelDied
+from actionproxy.executor.pool import ChannelPool
+from actionproxy.executor.process import ProcessHandle, spawn
+
+START_GRACE = 0.005  # like the reference proxy: alive after 5 ms without an ack = started
+
+
+def child_env(config: Config, init_env: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env["__OW_PROXY_VERSION"] = "actionproxy"
+    if config.wait_for_ack:
+        env["__OW_WAIT_FOR_ACK"] = "1"
+    env.update(init_env)
+    return env
+
+
+class ExecutableExecutor:
+    def __init__(self, config: Config, passthrough: Callable[[bool, bytes], None]) -> None:
+        self._config = config
+        self._passthrough = passthrough
+        self._argv: list[str] = []
+        self._cwd = ""
+        self._env: dict[str, str] = {}
+        self._pool: ChannelPool | None = None
+
+    async def init(self, source: ActionSource, env: dict[str, str]) -> None:
+        self._argv = [str(source.root / source.entry)]
+        self._cwd = str(source.root)
+        self._env = child_env(self._config, env)
+        try:
+            channel = await self._start()
+        except ChannelDied as exc:
+            raise InitError("start", f"cannot start action: {exc}") from None
+        except OSError as exc:
+            raise InitError("start", f"cannot start action: {exc}") from None
+        v2 = channel.protocol == 2
+        self._pool = ChannelPool(self._start, 1 if v2 else self._config.max_workers,
+                                 self._config.cancel_grace, keep_one=v2)
+        self._pool.adopt(channel)
+
+    async def _start(self) -> ActionLoopChannel:
+        loop = asyncio.get_running_loop()
+        child = spawn(self._argv, self._env, cwd=self._cwd, capture_output=True)
+        channel = ActionLoopChannel(
+            loop, ProcessHandle(loop, child.pid, own_child=True), child.results, child.stdin,
+            self._config.log_limit, stdout_fd=child.stdout, stderr_fd=child.stderr,
+            passthrough=self._passthrough)
+        if self._config.wait_for_ack:
+            try:
+                await channel.ack
+            except ChannelDied:
+                raise ChannelDied("Command exited abruptly during initialization.") from None
+        else:
+            await asyncio.wait([channel.ack, channel.dead], timeout=START_GRACE,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if not channel.alive:
+                raise ChannelDied("command exited")
+            channel.assume_v1()
+        if channel.protocol == 2:
+            channel.capacity = 0
+        return channel
+
+    async def run(self, activation: Activation) -> ActivationResult:
+        assert self._pool is not None
+        return await self._pool.run(activation)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()

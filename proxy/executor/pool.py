@@ -1,0 +1,111 @@
+"""Runs activations on a set of channels: picks one with room, grows, replaces the dead.
+
+Capacity is per channel (1 for a v1 process or a forked sync worker, unlimited for an
+async launcher). When every channel is full and the pool may grow, a new one is started;
+otherwise the activation waits for room. Deadlines cover the wait and the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Awaitable, Callable
+
+from actionproxy import errors
+from actionproxy.activation import Activation, ActivationResult
+from actionproxy.executor.channel import ActionLoopChannel
+
+StartChannel = Callable[[], Awaitable[ActionLoopChannel]]
+
+
+class StartFailed(Exception):
+    """A replacement channel could not be started; the message is for the logs."""
+
+
+class ChannelPool:
+    def __init__(self, start: StartChannel, max_channels: int, cancel_grace: float,
+                 keep_one: bool = False) -> None:
+        self._start = start
+        self._max = max_channels
+        self._grace = cancel_grace
+        self._keep_one = keep_one
+        self.channels: list[ActionLoopChannel] = []
+        self._starting = 0
+        self._room = asyncio.Event()
+        self._closed = False
+        self.restarts = 0
+
+    def adopt(self, channel: ActionLoopChannel) -> None:
+        self.channels.append(channel)
+        channel.dead.add_done_callback(lambda _: self._forget(channel))
+
+    def _forget(self, channel: ActionLoopChannel) -> None:
+        if channel in self.channels:
+            self.channels.remove(channel)
+        self._room.set()
+        if self._keep_one and not self._closed and not self.channels and not self._starting:
+            asyncio.get_running_loop().create_task(self._grow(replacing=True))
+
+    async def _grow(self, replacing: bool = False) -> None:
+        self._starting += 1
+        try:
+            channel = await self._start()
+        except Exception:
+            self._room.set()
+            raise
+        finally:
+            self._starting -= 1
+        if replacing:
+            self.restarts += 1
+        if self._closed:
+            channel.kill("the pool is closed")
+            return
+        self.adopt(channel)
+        self._room.set()
+
+    async def _acquire(self) -> ActionLoopChannel:
+        while True:
+            for channel in self.channels:
+                if channel.has_room:
+                    return channel
+            if len(self.channels) + self._starting < self._max:
+                try:
+                    await self._grow(replacing=not self.channels and self._keep_one)
+                except Exception as exc:
+                    raise StartFailed(str(exc)) from exc
+                continue
+            self._room.clear()
+            await self._room.wait()
+
+    async def run(self, activation: Activation) -> ActivationResult:
+        """Run on a channel with room; past `activation.deadline` (loop time) give up on it."""
+        loop = asyncio.get_running_loop()
+        channel = next((c for c in self.channels if c.has_room), None)
+        if channel is None:
+            timeout = None if activation.deadline is None else activation.deadline - loop.time()
+            try:
+                channel = await asyncio.wait_for(self._acquire(), timeout)
+            except TimeoutError:
+                return errors.deadline_passed(killed=False)
+            except StartFailed:
+                return errors.error(502, errors.START_FAILED)
+        future = channel.submit(activation)
+        timer = None
+        if activation.deadline is not None:
+            timer = loop.call_at(activation.deadline, self._expire, channel, activation, future)
+        try:
+            return await future
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._room.set()
+
+    def _expire(self, channel: ActionLoopChannel, activation: Activation,
+                future: asyncio.Future[ActivationResult]) -> None:
+        if not future.done():
+            killed = channel.abandon(activation, self._grace)
+            future.set_result(errors.deadline_passed(killed=killed))
+
+    def close(self) -> None:
+        self._closed = True
+        for channel in list(self.channels):
+            channel.kill("the proxy is shutting down")

@@ -1,0 +1,109 @@
+"""Starting children for the action-loop protocol and watching them exit.
+
+Children get stdin (requests) and fd 3 (results) as pipes, their own process group (so a
+stuck action is killed with everything it started), and optionally piped stdout/stderr.
+`spawn` needs no event loop, so the CLI can start the stem-cell launcher before aiohttp is
+even imported; `ProcessHandle` attaches it to the loop later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from dataclasses import dataclass
+from typing import Sequence
+
+
+@dataclass
+class SpawnedProcess:
+    """A started child and the proxy's ends of its pipes (-1 where inherited)."""
+
+    pid: int
+    stdin: int
+    results: int
+    stdout: int = -1
+    stderr: int = -1
+
+
+def spawn(argv: Sequence[str], env: dict[str, str], cwd: str | None = None,
+          capture_output: bool = False) -> SpawnedProcess:
+    stdin_r, stdin_w = os.pipe()
+    results_r, results_w = os.pipe()
+    actions = [(os.POSIX_SPAWN_DUP2, stdin_r, 0), (os.POSIX_SPAWN_DUP2, results_w, 3)]
+    ours = [stdin_w, results_r]
+    theirs = [stdin_r, results_w]
+    out_r = err_r = -1
+    if capture_output:
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        actions += [(os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
+        ours += [out_r, err_r]
+        theirs += [out_w, err_w]
+    argv = list(argv)
+    if cwd is not None:  # posix_spawn has no chdir action before Python 3.13
+        argv = ["/bin/sh", "-c", 'cd "$0" && exec "$@"', cwd, *argv]
+    try:
+        pid = os.posix_spawnp(argv[0], argv, env, file_actions=actions, setpgroup=0)
+    except OSError:
+        for fd in ours:
+            os.close(fd)
+        raise
+    finally:
+        for fd in theirs:
+            os.close(fd)
+    return SpawnedProcess(pid, stdin_w, results_r, out_r, err_r)
+
+
+class ProcessHandle:
+    """Exit watching (pidfd) and killing for one process, child of ours or not."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, pid: int, own_child: bool) -> None:
+        self.pid = pid
+        self._own_child = own_child
+        self.exited: asyncio.Future[str] = loop.create_future()
+        self._loop = loop
+        try:
+            self._pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self._pidfd = -1
+            self._reap()
+            return
+        loop.add_reader(self._pidfd, self._on_exit)
+
+    def _on_exit(self) -> None:
+        self._loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self._pidfd = -1
+        self._reap()
+
+    def _reap(self) -> None:
+        detail = "the process ended"
+        if self._own_child:
+            try:
+                _, status = os.waitpid(self.pid, 0)
+                if os.WIFSIGNALED(status):
+                    sig = os.WTERMSIG(status)
+                    detail = f"killed by signal {signal.Signals(sig).name}"
+                else:
+                    detail = f"exit code {os.WEXITSTATUS(status)}"
+            except ChildProcessError:
+                pass
+        if not self.exited.done():
+            self.exited.set_result(detail)
+
+    @property
+    def alive(self) -> bool:
+        return not self.exited.done()
+
+    def kill(self, group: bool = True) -> None:
+        """SIGKILL the process (and its process group, which holds what it started)."""
+        if not self.alive:
+            return
+        try:
+            if group and self._own_child:
+                os.killpg(self.pid, signal.SIGKILL)
+            elif self._pidfd >= 0:
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

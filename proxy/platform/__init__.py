@@ -1,0 +1,1 @@
+"""Platforms: the HTTP shapes and response rules of OpenWhisk (and, later, Knative)."""

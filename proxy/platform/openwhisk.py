@@ -1,0 +1,101 @@
+"""The OpenWhisk action contract: `POST /init` and `POST /run` (spec sections a.2-a.5).
+
+Only request shapes and response rules live here; the work is done by the ActionRunner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+from aiohttp import web
+
+from actionproxy import errors
+from actionproxy.activation import Activation, ActivationResult
+from actionproxy.runner import ActionRunner
+
+JSON = "application/json"
+
+
+def respond(result: ActivationResult) -> web.Response:
+    return web.Response(status=result.status, body=result.body, content_type=JSON)
+
+
+def _init_env(raw: object) -> dict[str, str] | None:
+    """Init env values as strings: null -> "", other non-strings -> compact JSON."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        return None
+    return {str(k): v if isinstance(v, str) else ("" if v is None else orjson.dumps(v).decode())
+            for k, v in raw.items()}
+
+
+class OpenWhiskPlatform:
+    def __init__(self, runner: ActionRunner) -> None:
+        self.runner = runner
+        self._started_ms = time.time() * 1000
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/init", self.init), web.post("/run", self.run)]
+
+    async def init(self, request: web.Request) -> web.Response:
+        if self.runner.initialized:
+            return respond(await self.runner.init("", False, "", {}))
+        body = await request.read()
+        try:
+            message = orjson.loads(body) if body.strip() else {}
+        except orjson.JSONDecodeError as exc:
+            return respond(errors.error(400, f"Error unmarshaling request: {exc}"))
+        if not isinstance(message, dict):
+            return respond(errors.error(400, "Error unmarshaling request: the body must be a JSON object"))
+        value = message.get("value")
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            return respond(errors.error(400, "Error unmarshaling request: 'value' must be a JSON object"))
+        code = value.get("code")
+        if not code:
+            return respond(errors.error(403, errors.MISSING_CODE))
+        main = value.get("main") or "main"
+        env = _init_env(value.get("env"))
+        if not isinstance(code, str) or not isinstance(main, str) or env is None:
+            return respond(errors.error(
+                400, "Error unmarshaling request: 'code' and 'main' must be strings, 'env' an object"))
+        return respond(await self.runner.init(code, bool(value.get("binary")), main, env))
+
+    async def run(self, request: web.Request) -> web.Response:
+        if not self.runner.initialized:
+            return respond(errors.not_initialized())
+        body = await request.read()
+        try:
+            message = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return respond(errors.bad_json("request", exc))
+        if not isinstance(message, dict):
+            return respond(errors.error(400, "The request body must be a JSON object with a 'value' field."))
+        value = message.get("value", {})
+        if not isinstance(value, (dict, list)):
+            self.runner.logs.proxy_error("", sentinels=True)
+            return respond(errors.error(404, errors.BAD_ARGUMENT))
+        deadline = self._deadline(message.get("deadline"))
+        if isinstance(deadline, ActivationResult):
+            return respond(deadline)
+        activation = Activation(body, str(message.get("activation_id") or ""), deadline)
+        return respond(await self.runner.run(activation))
+
+    def _deadline(self, raw: object) -> float | None | ActivationResult:
+        """Epoch ms (string or number) -> loop time. A deadline from before this proxy
+        started cannot come from a platform that started it (OpenWhisk's own test suite
+        sends "123"), so it is not enforced."""
+        if raw is None or raw == "":
+            return None
+        try:
+            epoch_ms = float(raw)
+        except (TypeError, ValueError):
+            return errors.error(400, f"The deadline must be epoch milliseconds, not {raw!r}.")
+        if epoch_ms < self._started_ms:
+            return None
+        loop = asyncio.get_running_loop()
+        return loop.time() + (epoch_ms - time.time() * 1000) / 1000
