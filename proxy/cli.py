@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
+from pathlib import Path
 
 from actionproxy import __version__
 from actionproxy.config import RUNTIMES, Config
@@ -30,6 +31,9 @@ def parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the OpenWhisk action contract over HTTP")
     serve.add_argument("--runtime", required=True, choices=RUNTIMES)
     serve.add_argument("--port", type=int, help="listen port (default: $PORT, else 8080)")
+    serve.add_argument("--init", type=Path, metavar="FILE",
+                       help="load this source file or zip at start, as POST /init would")
+    serve.add_argument("--main", default="main", help="entry point for --init (default: main)")
     return top
 
 
@@ -51,5 +55,5 @@ def main(argv: list[str] | None = None) -> int:
     stem = spawn_stem_cell(config, socket_path)
     from actionproxy.server import serve
 
-    serve(config, sock, stem, socket_path)
+    serve(config, sock, stem, socket_path, args.init, args.main)
     return 0

@@ -448,6 +448,8 @@ def main() -> None:
         sys.stderr.write(str(exc) + "\n")
         channel.send((INIT_DONE, 0, json.dumps({"ok": False, "error": exc.kind}).encode()))
         return
+    except SystemExit:
+        raise  # the proxy sees the launcher end during INIT and says so
     except BaseException:
         traceback.print_exc()
         channel.send((INIT_DONE, 0, b'{"ok":false,"error":"start"}'))
