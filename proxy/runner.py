@@ -11,6 +11,7 @@ import binascii
 import itertools
 import os
 import shutil
+import traceback
 
 from actionproxy import errors
 from actionproxy.activation import Activation, ActivationResult
@@ -90,6 +91,9 @@ class ActionRunner:
         self.inflight += 1
         try:
             result = await self.executor.run(activation)
+        except Exception as exc:  # a bug of ours: answer in the contract's shape, keep serving
+            traceback.print_exc()
+            result = errors.error(500, f"Internal error: {exc!r}")
         finally:
             self.inflight -= 1
         self.logs.activation(activation.logs, activation.activation_id)

@@ -167,8 +167,7 @@ class ActionLoopChannel:
     def _on_line_result(self, line: bytes) -> None:
         self._drain_logs()
         ident = next(iter(self.inflight))
-        pending = self.inflight.pop(ident)
-        pending.future.set_result(_check_result(line.strip(), validate=True))
+        _settle(self.inflight.pop(ident).future, _check_result(line.strip(), validate=True))
 
     def _on_frame(self, kind: int, ident: int, payload: bytes) -> None:
         if kind == frames.STDOUT or kind == frames.STDERR:
@@ -194,7 +193,7 @@ class ActionLoopChannel:
             result = _check_result(payload, validate=False)
         else:
             result = _failure(orjson.loads(payload))
-        pending.future.set_result(result)
+        _settle(pending.future, result)
 
     def _cancel_ignored(self, ident: int) -> None:
         if self._cancelling.pop(ident, None) is not None:
@@ -223,8 +222,7 @@ class ActionLoopChannel:
         self._cancelling.clear()
         pending, self.inflight = self.inflight, {}
         for item in pending.values():
-            if not item.future.done():
-                item.future.set_result(errors.command_exited(detail))
+            _settle(item.future, errors.command_exited(detail))
         for future in (self.ack, self.init_done):
             if not future.done():
                 future.set_exception(ChannelDied(detail))
@@ -234,6 +232,12 @@ class ActionLoopChannel:
 
 class ChannelDied(Exception):
     """The process behind a channel ended; the message says how."""
+
+
+def _settle(future: asyncio.Future[ActivationResult], result: ActivationResult) -> None:
+    """Resolve unless the waiter is gone (its HTTP request was cancelled)."""
+    if not future.done():
+        future.set_result(result)
 
 
 def _check_result(body: bytes, validate: bool) -> ActivationResult:

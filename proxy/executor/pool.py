@@ -8,6 +8,7 @@ otherwise the activation waits for room. Deadlines cover the wait and the run.
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Awaitable, Callable
 
 from actionproxy import errors
@@ -43,7 +44,14 @@ class ChannelPool:
             self.channels.remove(channel)
         self._room.set()
         if self._keep_one and not self._closed and not self.channels and not self._starting:
-            asyncio.get_running_loop().create_task(self._grow(replacing=True))
+            asyncio.get_running_loop().create_task(self._replace())
+
+    async def _replace(self) -> None:
+        """Restart the lost channel now, so the next activation does not wait for it."""
+        try:
+            await self._grow(replacing=True)
+        except Exception as exc:  # the next activation retries and reports it
+            os.write(2, f"actionproxy: cannot restart the action: {exc}\n".encode())
 
     async def _grow(self, replacing: bool = False) -> None:
         self._starting += 1

@@ -96,12 +96,12 @@ class ProcessHandle:
     def alive(self) -> bool:
         return not self.exited.done()
 
-    def kill(self, group: bool = True) -> None:
-        """SIGKILL the process (and its process group, which holds what it started)."""
+    def kill(self) -> None:
+        """SIGKILL the process, and its process group when it leads one (what it started)."""
         if not self.alive:
             return
         try:
-            if group and self._own_child:
+            if os.getpgid(self.pid) == self.pid:
                 os.killpg(self.pid, signal.SIGKILL)
             elif self._pidfd >= 0:
                 signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
