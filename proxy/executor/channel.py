@@ -9,7 +9,6 @@ the child writes to its stdout/stderr pipes while that activation runs).
 from __future__ import annotations
 
 import asyncio
-import itertools
 from typing import Callable
 
 import orjson
@@ -50,11 +49,11 @@ class ActionLoopChannel:
         self.init_done: asyncio.Future[dict] = loop.create_future()
         self._log_limit = log_limit
         self._passthrough = passthrough
-        self._ids = itertools.count(1)
+        self._next_id = 1
         self._lines = bytearray()
         self._decoder = frames.FrameDecoder()
         self._cancelling: dict[int, asyncio.TimerHandle] = {}
-        self._writer = FdWriter(loop, requests_fd)
+        self._writer = FdWriter(loop, requests_fd, lambda: self._die("the process stopped reading its requests"))
         self._logs = [FdReader(loop, fd, self._log_reader(fd == stderr_fd), lambda: None)
                       for fd in (stdout_fd, stderr_fd) if fd >= 0]
         self._results = FdReader(loop, results_fd, self._on_results, self._on_eof)
@@ -85,7 +84,7 @@ class ActionLoopChannel:
         if not self.alive:
             future.set_result(errors.command_exited(self.dead.result()))
             return future
-        ident = next(self._ids)
+        ident = self._take_id()
         self.inflight[ident] = Pending(activation, future)
         try:
             if self.protocol == 2:
@@ -95,6 +94,14 @@ class ActionLoopChannel:
         except OSError:
             self._die("the process stopped reading its requests")
         return future
+
+    def _take_id(self) -> int:
+        """Ids are 32-bit on the wire: wrap around, skipping ids still in flight."""
+        while True:
+            ident = self._next_id
+            self._next_id = ident % frames.MAX_ID + 1
+            if ident not in self.inflight and ident not in self._cancelling:
+                return ident
 
     def abandon(self, activation: Activation, grace: float) -> bool:
         """Give up on an activation (deadline). True if its process had to be killed."""
@@ -135,7 +142,7 @@ class ActionLoopChannel:
                     self._on_frame(kind, ident, payload)
             else:
                 self._on_lines(data)
-        except (ProtocolError, frames.FrameError, orjson.JSONDecodeError) as exc:
+        except Exception as exc:  # whatever the child sent, a bad stream must not hang anyone
             self._passthrough(True, f"actionproxy: protocol error from the action: {exc}\n".encode())
             self._die(f"protocol error: {exc}")
 
@@ -167,7 +174,7 @@ class ActionLoopChannel:
     def _on_line_result(self, line: bytes) -> None:
         self._drain_logs()
         ident = next(iter(self.inflight))
-        _settle(self.inflight.pop(ident).future, _check_result(line.strip(), validate=True))
+        _settle(self.inflight.pop(ident).future, _check_result(line))
 
     def _on_frame(self, kind: int, ident: int, payload: bytes) -> None:
         if kind == frames.STDOUT or kind == frames.STDERR:
@@ -178,8 +185,11 @@ class ActionLoopChannel:
                 pending.activation.logs.add(kind == frames.STDERR, payload, self._log_limit)
             return
         if kind == frames.INIT_DONE:
+            reply = orjson.loads(payload)
+            if not isinstance(reply, dict):
+                raise ProtocolError("INIT_DONE must carry a JSON object")
             if not self.init_done.done():
-                self.init_done.set_result(orjson.loads(payload))
+                self.init_done.set_result(reply)
             return
         if kind not in (frames.DONE, frames.FAILED):
             raise ProtocolError(f"unknown frame kind {kind}")
@@ -190,9 +200,12 @@ class ActionLoopChannel:
         if pending is None:
             return
         if kind == frames.DONE:
-            result = _check_result(payload, validate=False)
+            result = _check_result(payload)
         else:
-            result = _failure(orjson.loads(payload))
+            report = orjson.loads(payload)
+            if not isinstance(report, dict):
+                raise ProtocolError("FAILED must carry a JSON object")
+            result = _failure(report)
         _settle(pending.future, result)
 
     def _cancel_ignored(self, ident: int) -> None:
@@ -240,22 +253,22 @@ def _settle(future: asyncio.Future[ActivationResult], result: ActivationResult) 
         future.set_result(result)
 
 
-def _check_result(body: bytes, validate: bool) -> ActivationResult:
-    """Only a JSON object or array is a result (v1 lines are parsed to be sure)."""
+def _check_result(body: bytes) -> ActivationResult:
+    """Only a JSON object or array is a result; it is checked, then passed on as sent."""
+    body = body.strip()
     if body[:1] not in (b"{", b"["):
         return errors.not_a_dict()
-    if validate:
-        try:
-            orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return errors.not_a_dict()
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return errors.not_a_dict()
     return ActivationResult(200, body)
 
 
 def _failure(report: dict) -> ActivationResult:
     reason = report.get("reason")
     if reason == "exit":
-        return errors.error(400, f"{errors.COMMAND_EXITED}: the action called sys.exit({report.get('code')})")
+        return errors.error(400, f"{errors.COMMAND_EXITED}: the action asked to exit with code {report.get('code', 0)}")
     if reason == "cancelled":
         return errors.deadline_passed(killed=False)
     return errors.not_a_dict()

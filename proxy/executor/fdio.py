@@ -60,9 +60,11 @@ class FdReader:
 class FdWriter:
     """Writes without blocking the loop; buffers what the peer cannot take yet."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int,
+                 on_error: Callable[[], None] = lambda: None) -> None:
         self._loop = loop
         self.fd = fd
+        self._on_error = on_error
         self._pending = bytearray()
         self._open = True
         os.set_blocking(fd, False)
@@ -88,6 +90,7 @@ class FdWriter:
             return
         except OSError:
             self.close()
+            self._on_error()
             return
         del self._pending[:sent]
         if not self._pending:

@@ -8,10 +8,9 @@ See docs/PROTOCOL.md for the meaning of each kind.
 from __future__ import annotations
 
 import struct
-from typing import Iterator
-
 HEADER = struct.Struct(">BII")
 MAX_PAYLOAD = 1 << 30
+MAX_ID = 0xFFFFFFFF
 
 # proxy -> launcher
 INIT = ord("I")
@@ -40,9 +39,11 @@ class FrameDecoder:
     def __init__(self) -> None:
         self._buf = bytearray()
 
-    def feed(self, data: bytes) -> Iterator[tuple[int, int, bytes]]:
+    def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
+        """Every whole frame now available; consumed bytes are gone even if the caller fails."""
         buf = self._buf
         buf += data
+        found = []
         start = 0
         size = len(buf)
         while size - start >= HEADER.size:
@@ -52,7 +53,7 @@ class FrameDecoder:
             end = start + HEADER.size + length
             if end > size:
                 break
-            yield kind, ident, bytes(buf[start + HEADER.size : end])
+            found.append((kind, ident, bytes(buf[start + HEADER.size : end])))
             start = end
-        if start:
-            del buf[:start]
+        del buf[:start]
+        return found

@@ -18,6 +18,7 @@ import struct
 from typing import Callable
 
 import orjson
+import psutil
 
 from actionproxy.activation import Activation, ActivationResult
 from actionproxy.archive import ActionSource
@@ -68,6 +69,9 @@ class LauncherExecutor:
         if not reply.get("ok"):
             channel.kill("init failed")
             raise InitError(reply.get("error", "start"))
+        if reply.get("mode") not in ("async", "sync"):
+            channel.kill("unknown mode")
+            raise InitError("start", f"the launcher reported an unknown mode: {reply.get('mode')!r}")
         return channel, reply
 
     async def init(self, source: ActionSource, env: dict[str, str]) -> None:
@@ -85,8 +89,8 @@ class LauncherExecutor:
         self._pool = ChannelPool(self._fork_worker, self._config.max_workers, grace)
         try:
             self._pool.adopt(await self._fork_worker())
-        except (ChannelDied, OSError, TimeoutError) as exc:
-            raise InitError("start", f"cannot fork a worker: {exc}") from None
+        except (ChannelDied, OSError) as exc:
+            raise InitError("start", str(exc)) from None
 
     async def _restart_async(self) -> ActionLoopChannel:
         channel, _ = await self._load()
@@ -108,13 +112,20 @@ class LauncherExecutor:
             conn, _ = self._listener.accept()
         except BlockingIOError:
             return
-        pid, _, _ = PEERCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEERCRED.size))
+        pid, uid, _ = PEERCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEERCRED.size))
         while self._forks and self._forks[0].done():
             self._forks.popleft()
-        if not self._forks:
-            conn.close()  # a worker nobody asked for (a late one after a timeout)
+        if not self._forks or uid != os.getuid() or not self._forked_by_zygote(pid):
+            conn.close()  # nobody asked for it: a late worker, or not one of ours at all
             return
         self._forks.popleft().set_result((conn.detach(), pid))
+
+    def _forked_by_zygote(self, pid: int) -> bool:
+        zygote = self._zygote
+        try:
+            return zygote is not None and psutil.Process(pid).ppid() == zygote.process.pid
+        except psutil.Error:
+            return False
 
     async def _fork_worker(self) -> ActionLoopChannel:
         zygote = self._zygote
@@ -125,7 +136,13 @@ class LauncherExecutor:
         waiter: asyncio.Future[tuple[int, int]] = loop.create_future()
         self._forks.append(waiter)
         zygote.send(frames.FORK)
-        fd, pid = await asyncio.wait_for(waiter, FORK_TIMEOUT)
+        await asyncio.wait([waiter, zygote.dead], timeout=FORK_TIMEOUT,
+                           return_when=asyncio.FIRST_COMPLETED)
+        if not waiter.done():
+            waiter.cancel()
+            why = f"the zygote ended: {zygote.dead.result()}" if zygote.dead.done() else "timed out"
+            raise ChannelDied(f"cannot fork a worker ({why})")
+        fd, pid = waiter.result()
         channel = ActionLoopChannel(loop, ProcessHandle(loop, pid, own_child=False), fd, os.dup(fd),
                                     self._config.log_limit, protocol=2,
                                     passthrough=self._passthrough)

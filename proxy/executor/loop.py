@@ -11,6 +11,7 @@ import asyncio
 import os
 from typing import Callable
 
+from actionproxy import __version__
 from actionproxy.activation import Activation, ActivationResult
 from actionproxy.archive import ActionSource
 from actionproxy.config import Config
@@ -24,7 +25,7 @@ START_GRACE = 0.005  # like the reference proxy: alive after 5 ms without an ack
 
 def child_env(config: Config, init_env: dict[str, str]) -> dict[str, str]:
     env = dict(os.environ)
-    env["__OW_PROXY_VERSION"] = "actionproxy"
+    env["__OW_PROXY_VERSION"] = __version__
     if config.wait_for_ack:
         env["__OW_WAIT_FOR_ACK"] = "1"
     env.update(init_env)

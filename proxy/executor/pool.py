@@ -94,7 +94,8 @@ class ChannelPool:
                 channel = await asyncio.wait_for(self._acquire(), timeout)
             except TimeoutError:
                 return errors.deadline_passed(killed=False)
-            except StartFailed:
+            except StartFailed as exc:
+                os.write(2, f"actionproxy: cannot start the action: {exc}\n".encode())
                 return errors.error(502, errors.START_FAILED)
         future = channel.submit(activation)
         timer = None

@@ -64,8 +64,10 @@ class ProcessHandle:
         self.exited: asyncio.Future[str] = loop.create_future()
         self._loop = loop
         try:
+            self.leads_group = os.getpgid(pid) == pid
             self._pidfd = os.pidfd_open(pid)
         except ProcessLookupError:
+            self.leads_group = False
             self._pidfd = -1
             self._reap()
             return
@@ -97,13 +99,12 @@ class ProcessHandle:
         return not self.exited.done()
 
     def kill(self) -> None:
-        """SIGKILL the process, and its process group when it leads one (what it started)."""
-        if not self.alive:
-            return
+        """SIGKILL the process and, when it leads a process group, whatever is left in it
+        (also after the process itself has exited: its children must not linger)."""
         try:
-            if os.getpgid(self.pid) == self.pid:
+            if self.leads_group:
                 os.killpg(self.pid, signal.SIGKILL)
-            elif self._pidfd >= 0:
+            elif self.alive and self._pidfd >= 0:
                 signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass

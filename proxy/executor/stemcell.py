@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 
+from actionproxy import __version__
 from actionproxy.config import Config
 from actionproxy.executor.process import SpawnedProcess, spawn
 
@@ -24,5 +25,6 @@ def spawn_stem_cell(config: Config, socket_path: str) -> SpawnedProcess:
     """A launcher that imports its runtime, acks, and waits for INIT."""
     env = dict(os.environ)
     env["__OW_WAIT_FOR_ACK"] = "1"
+    env["__OW_PROXY_VERSION"] = __version__
     env["ACTIONPROXY_WORKER_SOCKET"] = socket_path
     return spawn(launcher_argv(config), env)

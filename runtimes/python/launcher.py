@@ -35,6 +35,7 @@ INIT, RUN, CANCEL, FORK = ord("I"), ord("R"), ord("C"), ord("F")
 INIT_DONE, DONE, FAILED, STDOUT, STDERR = ord("K"), ord("D"), ord("X"), ord("O"), ord("E")
 LOG_FLUSH_BYTES = 64 * 1024
 ENTRY_MODULE = "main__"
+WORKER_SOCKET = ""
 
 
 class Activation:
@@ -214,7 +215,7 @@ def context_env(request: dict) -> dict[str, str]:
         if val is None:
             val = ""
         elif not isinstance(val, str):
-            val = json.dumps(val, separators=(",", ":"))
+            val = json.dumps(val, ensure_ascii=False, separators=(",", ":"))
         env["__OW_" + key.upper()] = val
     return env
 
@@ -232,9 +233,13 @@ class ActionRunner:
         self.channel = channel
 
     def begin(self, ident: int, payload: bytes) -> tuple[Activation, Any]:
-        request = json.loads(payload)
-        activation = Activation(ident, context_env(request))
-        return activation, request.get("value", {})
+        """Parse one RUN payload; a bad one is answered here and raises BadRequest."""
+        try:
+            request = json.loads(payload)
+            return Activation(ident, context_env(request)), request.get("value", {})
+        except (ValueError, AttributeError) as exc:
+            self.finish(Activation(ident, {}), "error", exc)
+            raise BadRequest() from exc
 
     def finish(self, activation: Activation, outcome: str, value: Any) -> None:
         """outcome: 'result' (value = the result), 'error' (value = exception), 'exit', 'cancelled'."""
@@ -254,6 +259,10 @@ class ActionRunner:
         else:
             frame = (FAILED, ident, b'{"reason":"cancelled"}')
         self.channel.send(*self.channel.flush_logs(activation), frame)
+
+
+class BadRequest(Exception):
+    """A RUN payload that is not a JSON object; already answered."""
 
 
 def exit_code(exc: SystemExit) -> int:
@@ -340,7 +349,11 @@ def serve_async(runner: ActionRunner, requests: FrameReader) -> None:
     tasks: dict[int, asyncio.Task] = {}
 
     async def run_one(ident: int, payload: bytes) -> None:
-        activation, value = runner.begin(ident, payload)
+        try:
+            activation, value = runner.begin(ident, payload)
+        except BadRequest:
+            tasks.pop(ident, None)
+            return
         current.set(activation)
         try:
             result = await runner.main(value)
@@ -383,11 +396,18 @@ def serve_async(runner: ActionRunner, requests: FrameReader) -> None:
 
 def serve_sync(runner: ActionRunner, requests: FrameReader) -> None:
     """One activation at a time, in this thread (a forked worker)."""
+    exported: set[str] = set()
     for kind, ident, payload in requests:
         if kind != RUN:
             continue
-        activation, value = runner.begin(ident, payload)
+        try:
+            activation, value = runner.begin(ident, payload)
+        except BadRequest:
+            continue
+        for key in exported - activation.env.keys():
+            del os.environ[key]  # the previous activation's context must not leak into this one
         os.environ.update(activation.env)  # really exported too: subprocesses see it
+        exported = set(activation.env)
         token = current.set(activation)
         try:
             result = runner.main(value)
@@ -416,7 +436,7 @@ def fork_worker(main: Callable) -> None:
         os.close(null)
         os.close(3)
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.connect(os.environ["ACTIONPROXY_WORKER_SOCKET"])
+        conn.connect(WORKER_SOCKET)
         fd = conn.detach()
         channel = FrameChannel(fd)
         install_streams(channel)
@@ -433,6 +453,8 @@ def install_streams(channel: FrameChannel) -> None:
 
 
 def main() -> None:
+    global WORKER_SOCKET
+    WORKER_SOCKET = os.environ.pop("ACTIONPROXY_WORKER_SOCKET", "")  # the proxy's, not the action's
     channel = FrameChannel(3)
     install_streams(channel)
     os.environ = ActivationEnviron(os.environ)
