@@ -58,6 +58,13 @@ def is_executable_file(data: bytes, main: str) -> bool:
 def materialize(code: bytes, main: str, dest: Path, max_bytes: int) -> ActionSource:
     """Write the code into `dest` and say what kind of action it is."""
     dest.mkdir(parents=True, exist_ok=False)
+    try:
+        return _materialize(code, main, dest, max_bytes)
+    except OSError as exc:  # entries that collide (a file where a folder must go, ...)
+        raise ArchiveError(f"The action cannot be written to its folder: {exc}") from None
+
+
+def _materialize(code: bytes, main: str, dest: Path, max_bytes: int) -> ActionSource:
     if is_zip(code):
         extract_zip(code, dest, max_bytes)
         return _from_folder(dest, main)
@@ -97,8 +104,7 @@ def _safe_target(root: Path, name: str) -> Path:
 def _link_stays_inside(root: Path, link: Path, target: str) -> bool:
     if os.path.isabs(target):
         return False
-    resolved = os.path.normpath(os.path.join(os.path.dirname(link), target))
-    return resolved == str(root) or resolved.startswith(str(root) + os.sep)
+    return _within(str(root), os.path.normpath(os.path.join(os.path.dirname(link), target)))
 
 
 def extract_zip(data: bytes, root: Path, max_bytes: int) -> None:
@@ -123,11 +129,34 @@ def extract_zip(data: bytes, root: Path, max_bytes: int) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         total = _copy_member(archive, info, target, total, max_bytes)
         target.chmod(0o755 if mode & 0o111 else 0o644)
+    made = []
     for link, pointee in links:
         if not _link_stays_inside(root, link, pointee):
             continue  # e.g. virtualenv/bin/python -> /usr/bin/python3: not needed to run, not followed
-        link.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(pointee, link)
+        try:
+            link.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(pointee, link)
+        except OSError as exc:
+            raise ArchiveError(f"Cannot create the link {link.relative_to(root)}: {exc}") from None
+        made.append(link)
+    _drop_escaping_links(root, made)
+
+
+def _drop_escaping_links(root: Path, links: list[Path]) -> None:
+    """Links can chain (`d -> .`, `e -> d/..`): judge each by where it really leads once all
+    exist, and remove those that lead outside, until none does."""
+    inside = str(root.resolve())
+    while True:
+        escaping = [link for link in links if not _within(inside, os.path.realpath(link))]
+        if not escaping:
+            return
+        for link in escaping:
+            link.unlink()
+            links.remove(link)
+
+
+def _within(root: str, path: str) -> bool:
+    return path == root or path.startswith(root + os.sep)
 
 
 def _copy_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path,

@@ -6,6 +6,7 @@ Only request shapes and response rules live here; the work is done by the Action
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 
 import orjson
@@ -94,6 +95,8 @@ class OpenWhiskPlatform:
         try:
             epoch_ms = float(raw)
         except (TypeError, ValueError):
+            epoch_ms = math.nan
+        if not math.isfinite(epoch_ms):
             return errors.error(400, f"The deadline must be epoch milliseconds, not {raw!r}.")
         if epoch_ms < self._started_ms:
             return None
