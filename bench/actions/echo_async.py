@@ -1,0 +1,5 @@
+"""Echo as an async action: runs as a task on the launcher's event loop."""
+
+
+async def main(args):
+    return args

@@ -1,0 +1,149 @@
+"""`make bench`: echo /run throughput and latency, large payloads, and cold start.
+
+The proxy (async action, and sync action on forked workers) is measured against a bare
+aiohttp + uvloop server in the same run, point by point, so that the ratios hold on a noisy
+machine even when the absolute numbers do not. The server under test and everything it starts
+run on one CPU, like a 1-CPU function container; wrk and this script run on another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+
+import coldstart
+import loadgen
+import report
+from servers import BENCH, ROOT, Server
+
+ACTIONS = {"proxy-async": BENCH / "actions" / "echo_async.py",
+           "proxy-sync": BENCH / "actions" / "echo_sync.py"}
+LARGE_KIB = 256
+# (label, body, connections): small echo at three concurrencies, then 256 KiB at c=8 in two
+# shapes, because JSON parsing dominates one and moving bytes dominates the other
+POINTS = [("c=1", "small", 1), ("c=16", "small", 16), ("c=256", "small", 256),
+          (f"{LARGE_KIB}KiB records c=8", "records", 8), (f"{LARGE_KIB}KiB string c=8", "string", 8)]
+
+
+def run_body(value: object) -> bytes:
+    """A /run body as OpenWhisk sends it, with a deadline an hour away (it is never hit)."""
+    deadline = str(int(time.time() * 1000) + 3_600_000)
+    return orjson.dumps({"value": value, "namespace": "guest", "action_name": "echo",
+                         "activation_id": "0123456789abcdef0123456789abcdef", "deadline": deadline})
+
+
+def records(kib: int) -> dict:
+    """About `kib` KiB of small JSON records, like a typical API payload."""
+    items, size, i = [], 0, 0
+    while size < kib * 1024:
+        item = {"id": i, "name": f"item-{i}", "tags": ["alpha", "beta"], "score": i * 0.5, "ok": i % 2 == 0}
+        items.append(item)
+        size += len(orjson.dumps(item)) + 1
+        i += 1
+    return {"items": items}
+
+
+def write_bodies(directory: Path) -> dict[str, Path]:
+    values = {"small": {"name": "Ada", "n": 1}, "records": records(LARGE_KIB),
+              "string": {"s": "x" * LARGE_KIB * 1024}}
+    paths = {}
+    for name, value in values.items():
+        paths[name] = directory / f"{name}.json"
+        paths[name].write_bytes(run_body(value))
+    return paths
+
+
+def cpus() -> tuple[int, int]:
+    """(server CPU, client CPU): the first two this process may use."""
+    allowed = sorted(os.sched_getaffinity(0))
+    return allowed[0], allowed[1] if len(allowed) > 1 else allowed[0]
+
+
+def machine() -> dict[str, str]:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "proxy", "runtimes"], cwd=ROOT,
+                           capture_output=True, text=True)
+    return {"cpu": model, "cpus": str(os.cpu_count()), "python": platform.python_version(),
+            "commit": commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")}
+
+
+def measure(wrk: str, server: Server, body: Path, connections: int, seconds: int, client_cpu: int) -> dict:
+    """One wrk point plus the server's CPU time per request, split into front and children."""
+    before = server.cpu_seconds()
+    point = loadgen.run(wrk, server.url, body, connections, seconds, client_cpu)
+    after = server.cpu_seconds()
+    cpu_us = {part: round((after[part] - before[part]) / max(point.requests, 1) * 1e6) for part in after}
+    return point.as_dict() | {"cpu_us_per_request": cpu_us}
+
+
+def load(wrk: str, servers: dict[str, Server], bodies: dict[str, Path], seconds: int,
+         client_cpu: int) -> list[dict]:
+    """Every point for every server back to back, so each ratio compares neighbours in time."""
+    for server in servers.values():  # warm up: sync mode forks its worker pool here
+        loadgen.run(wrk, server.url, bodies["small"], 256, 2, client_cpu)
+    points = []
+    for label, body, connections in POINTS:
+        point: dict = {"label": label, "body": body, "body_bytes": bodies[body].stat().st_size,
+                       "connections": connections, "servers": {}}
+        for name, server in servers.items():
+            point["servers"][name] = measure(wrk, server, bodies[body], connections, seconds, client_cpu)
+            r = point["servers"][name]
+            print(f"  {label:<22}{name:<13}{r['rps']:8.0f} req/s  p99 {r['p99_ms']:7.2f} ms  "
+                  f"errors {r['errors']}", flush=True)
+        points.append(point)
+    return points
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=5, help="length of each load point (default 5)")
+    parser.add_argument("--rounds", type=int, default=10, help="cold starts per server kind (default 10)")
+    args = parser.parse_args()
+    server_cpu, client_cpu = cpus()
+    os.sched_setaffinity(0, {client_cpu})
+    wrk = loadgen.ensure_wrk()
+    started = time.monotonic()
+    results: dict = {"timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                     "machine": machine(),
+                     "settings": {"seconds": args.seconds, "rounds": args.rounds, "server_cpu": server_cpu,
+                                  "client_cpu": client_cpu}}
+    servers: dict[str, Server] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-bodies-") as tmp:
+        try:
+            servers["bare"] = Server("bare", server_cpu)
+            for name, action in ACTIONS.items():
+                servers[name] = Server("proxy", server_cpu, action)
+            for server in servers.values():
+                server.wait_ready()
+            print(f"load: {args.seconds} s per point, servers on CPU {server_cpu}, wrk on CPU {client_cpu}",
+                  flush=True)
+            results["points"] = load(wrk, servers, write_bodies(Path(tmp)), args.seconds, client_cpu)
+        finally:
+            for server in servers.values():
+                server.stop()
+    print(f"cold start: {args.rounds} rounds", flush=True)
+    results["coldstart"] = coldstart.measure(ACTIONS, args.rounds, server_cpu)
+    report.add_ratios(results["points"])
+    results["targets"] = report.targets(results)
+    results["settings"]["wall_seconds"] = round(time.monotonic() - started, 1)
+    out = BENCH / "results"
+    stamped = report.write_json(results, out)
+    report.chart(results, out / "latest.png")
+    print()
+    print(report.summary(results))
+    print(f"\nresults: {stamped.relative_to(ROOT)}, {(out / 'latest.png').relative_to(ROOT)} "
+          f"({results['settings']['wall_seconds']} s)")
+
+
+if __name__ == "__main__":
+    main()
