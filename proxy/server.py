@@ -16,6 +16,8 @@ from actionproxy.executor.process import SpawnedProcess
 from actionproxy.platform.openwhisk import OpenWhiskPlatform, respond
 from actionproxy.runner import ActionRunner
 
+BACKLOG = 1024
+
 
 async def not_found(request: web.Request) -> web.Response:
     return respond(errors.error(404, f"There is no {request.method} {request.path} here: use POST /init and POST /run."))
@@ -58,5 +60,6 @@ def serve(config: Config, sock: socket.socket, stem: SpawnedProcess | None = Non
           socket_path: str | None = None, init_file: Path | None = None, main: str = "main") -> None:
     import uvloop
 
-    web.run_app(build_app(config, stem, socket_path, init_file, main), sock=sock, print=None, access_log=None,
-                loop=uvloop.new_event_loop(), handle_signals=True)
+    # backlog: aiohttp listens again on the socket, with 128 unless told (c=256 would drop SYNs)
+    web.run_app(build_app(config, stem, socket_path, init_file, main), sock=sock, print=None,
+                access_log=None, backlog=BACKLOG, loop=uvloop.new_event_loop(), handle_signals=True)

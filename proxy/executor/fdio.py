@@ -36,7 +36,7 @@ class FdReader:
         self.drain()
 
     def drain(self) -> None:
-        """Read everything available now without blocking."""
+        """Read everything available now without blocking (a short read means: all of it)."""
         while self._open:
             try:
                 data = os.read(self.fd, CHUNK)
@@ -49,6 +49,8 @@ class FdReader:
                 self._on_eof()
                 return
             self._on_data(data)
+            if len(data) < CHUNK:
+                return
 
     def close(self) -> None:
         if self._open:
@@ -66,6 +68,7 @@ class FdWriter:
         self.fd = fd
         self._on_error = on_error
         self._pending = bytearray()
+        self._sent = 0  # how much of _pending is already written
         self._open = True
         os.set_blocking(fd, False)
 
@@ -85,15 +88,16 @@ class FdWriter:
 
     def _writable(self) -> None:
         try:
-            sent = os.write(self.fd, self._pending)
+            self._sent += os.write(self.fd, memoryview(self._pending)[self._sent:])
         except BlockingIOError:
             return
         except OSError:
             self.close()
             self._on_error()
             return
-        del self._pending[:sent]
-        if not self._pending:
+        if self._sent == len(self._pending):
+            self._pending.clear()
+            self._sent = 0
             self._loop.remove_writer(self.fd)
 
     def close(self) -> None:

@@ -51,7 +51,7 @@ class LauncherExecutor:
         loop = asyncio.get_running_loop()
         return ActionLoopChannel(loop, ProcessHandle(loop, child.pid, own_child=True),
                                  child.results, child.stdin, self._config.log_limit,
-                                 passthrough=self._passthrough)
+                                 trusted=True, passthrough=self._passthrough)
 
     async def _load(self) -> tuple[ActionLoopChannel, dict]:
         """A launcher with the action loaded; raises InitError."""
@@ -144,7 +144,7 @@ class LauncherExecutor:
             raise ChannelDied(f"cannot fork a worker ({why})")
         fd, pid = waiter.result()
         channel = ActionLoopChannel(loop, ProcessHandle(loop, pid, own_child=False), fd, os.dup(fd),
-                                    self._config.log_limit, protocol=2,
+                                    self._config.log_limit, protocol=2, trusted=True,
                                     passthrough=self._passthrough)
         channel.capacity = 1
         return channel

@@ -8,6 +8,7 @@ otherwise the activation waits for room. Deadlines cover the wait and the run.
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 from typing import Awaitable, Callable
 
@@ -31,7 +32,7 @@ class ChannelPool:
         self._keep_one = keep_one
         self.channels: list[ActionLoopChannel] = []
         self._starting = 0
-        self._room = asyncio.Event()
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._closed = False
         self.restarts = 0
 
@@ -42,7 +43,7 @@ class ChannelPool:
     def _forget(self, channel: ActionLoopChannel) -> None:
         if channel in self.channels:
             self.channels.remove(channel)
-        self._room.set()
+        self._wake_one()
         if self._keep_one and not self._closed and not self.channels and not self._starting:
             asyncio.get_running_loop().create_task(self._replace())
 
@@ -58,7 +59,7 @@ class ChannelPool:
         try:
             channel = await self._start()
         except Exception:
-            self._room.set()
+            self._wake_one()
             raise
         finally:
             self._starting -= 1
@@ -68,7 +69,15 @@ class ChannelPool:
             channel.kill("the pool is closed")
             return
         self.adopt(channel)
-        self._room.set()
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        """A slot may be free: let the longest waiter look (one slot, one waiter)."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     async def _acquire(self) -> ActionLoopChannel:
         while True:
@@ -81,8 +90,14 @@ class ChannelPool:
                 except Exception as exc:
                     raise StartFailed(str(exc)) from exc
                 continue
-            self._room.clear()
-            await self._room.wait()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # woken but gone (deadline): pass the slot on
+                raise
 
     async def run(self, activation: Activation) -> ActivationResult:
         """Run on a channel with room; past `activation.deadline` (loop time) give up on it."""
@@ -106,7 +121,8 @@ class ChannelPool:
         finally:
             if timer is not None:
                 timer.cancel()
-            self._room.set()
+            if self._waiters:
+                self._wake_one()
 
     def _expire(self, channel: ActionLoopChannel, activation: Activation,
                 future: asyncio.Future[ActivationResult]) -> None:

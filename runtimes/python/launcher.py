@@ -30,6 +30,15 @@ import traceback
 from collections.abc import MutableMapping
 from typing import Any, Callable, Iterator
 
+try:  # optional speed-ups, imported by the stem cell so that /init does not pay for them
+    import uvloop as _loop_impl
+except ImportError:
+    _loop_impl = asyncio
+try:
+    from orjson import loads as parse_json
+except ImportError:
+    parse_json = json.loads
+
 HEADER = struct.Struct(">BII")
 INIT, RUN, CANCEL, FORK = ord("I"), ord("R"), ord("C"), ord("F")
 INIT_DONE, DONE, FAILED, STDOUT, STDERR = ord("K"), ord("D"), ord("X"), ord("O"), ord("E")
@@ -235,7 +244,7 @@ class ActionRunner:
     def begin(self, ident: int, payload: bytes) -> tuple[Activation, Any]:
         """Parse one RUN payload; a bad one is answered here and raises BadRequest."""
         try:
-            request = json.loads(payload)
+            request = parse_json(payload)
             return Activation(ident, context_env(request)), request.get("value", {})
         except (ValueError, AttributeError) as exc:
             self.finish(Activation(ident, {}), "error", exc)
@@ -341,11 +350,7 @@ def is_async(func: Callable) -> bool:
 
 def serve_async(runner: ActionRunner, requests: FrameReader) -> None:
     """Run every activation as a task on one event loop; CANCEL frames cancel tasks."""
-    try:
-        import uvloop
-        loop = uvloop.new_event_loop()
-    except ImportError:
-        loop = asyncio.new_event_loop()
+    loop = _loop_impl.new_event_loop()
     tasks: dict[int, asyncio.Task] = {}
 
     async def run_one(ident: int, payload: bytes) -> None:
