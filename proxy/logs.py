@@ -7,6 +7,7 @@ read container logs out of band, such as Knative's).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
@@ -52,7 +53,11 @@ def _write(fd: int, data: bytes) -> None:
 
 
 class LogWriter:
-    """Writes finished activations' logs to the container's stdout/stderr."""
+    """Writes finished activations' logs to the container's stdout/stderr.
+
+    Blocks finished in the same event-loop pass leave in one write per stream (each block
+    stays whole and in order); outside a running loop they are written at once.
+    """
 
     def __init__(self, fmt: str, limit: int, stdout: int = 1, stderr: int = 2) -> None:
         if fmt not in ("sentinel", "json"):
@@ -61,6 +66,28 @@ class LogWriter:
         self.limit = limit
         self._stdout = stdout
         self._stderr = stderr
+        self._pending: dict[int, list[bytes]] = {stdout: [], stderr: []}
+        self._flush_scheduled = False
+
+    def _emit(self, fd: int, data: bytes) -> None:
+        self._pending[fd].append(data)
+        if self._flush_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._flush_scheduled = True
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        for fd, chunks in self._pending.items():
+            if chunks:
+                data = b"".join(chunks)
+                chunks.clear()
+                _write(fd, data)
 
     def activation(self, logs: ActivationLogs, activation_id: str) -> None:
         if logs.truncated:
@@ -68,8 +95,8 @@ class LogWriter:
                 f"\nLogs were truncated because the total bytes size exceeds the limit of "
                 f"{self.limit} bytes.\n".encode())
         if self.fmt == "sentinel":
-            _write(self._stdout, _block(logs.out) + SENTINEL)
-            _write(self._stderr, _block(logs.err) + SENTINEL)
+            self._emit(self._stdout, _block(logs.out) + SENTINEL)
+            self._emit(self._stderr, _block(logs.err) + SENTINEL)
         else:
             self._json_lines(logs.out, "stdout", activation_id)
             self._json_lines(logs.err, "stderr", activation_id)
@@ -80,10 +107,14 @@ class LogWriter:
             return
         now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
         lines = data.decode("utf-8", "replace").splitlines()
-        _write(self._stdout, b"".join(
+        self._emit(self._stdout, b"".join(
             orjson.dumps({"time": now, "stream": stream, "activationId": activation_id,
                           "message": line}) + b"\n"
             for line in lines))
+
+    def raw(self, is_err: bool, data: bytes) -> None:
+        """Output that belongs to no activation, kept in order with the blocks around it."""
+        self._emit(self._stderr if is_err else self._stdout, data)
 
     def proxy_error(self, message: str, sentinels: bool) -> None:
         """A message of the proxy's own on stderr (init failures, refused re-init)."""
@@ -91,7 +122,7 @@ class LogWriter:
             self._json_lines([message.encode()], "stderr", "")
             return
         if message:
-            _write(self._stderr, message.rstrip("\n").encode() + b"\n")
+            self._emit(self._stderr, message.rstrip("\n").encode() + b"\n")
         if sentinels:
-            _write(self._stdout, SENTINEL)
-            _write(self._stderr, SENTINEL)
+            self._emit(self._stdout, SENTINEL)
+            self._emit(self._stderr, SENTINEL)

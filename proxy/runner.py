@@ -9,7 +9,6 @@ import asyncio
 import base64
 import binascii
 import itertools
-import os
 import shutil
 import traceback
 
@@ -41,7 +40,7 @@ class ActionRunner:
 
     def passthrough(self, is_err: bool, data: bytes) -> None:
         """Output that belongs to no activation goes to the container log as it comes."""
-        os.write(2 if is_err else 1, data)
+        self.logs.raw(is_err, data)
 
     async def init(self, code: str, binary: bool, main: str, env: dict[str, str]) -> ActivationResult:
         if self.executor is not None or self._initializing:
@@ -104,3 +103,4 @@ class ActionRunner:
             self.executor.close()
         if self.executor is not self._launcher:
             self._launcher.close()
+        self.logs.flush()

@@ -15,6 +15,7 @@ from typing import Awaitable, Callable
 from actionproxy import errors
 from actionproxy.activation import Activation, ActivationResult
 from actionproxy.executor.channel import ActionLoopChannel
+from actionproxy.executor.deadlines import DeadlineWheel
 
 StartChannel = Callable[[], Awaitable[ActionLoopChannel]]
 
@@ -34,6 +35,7 @@ class ChannelPool:
         self._starting = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._closed = False
+        self._deadlines = DeadlineWheel(asyncio.get_running_loop())
         self.restarts = 0
 
     def adopt(self, channel: ActionLoopChannel) -> None:
@@ -113,22 +115,22 @@ class ChannelPool:
                 os.write(2, f"actionproxy: cannot start the action: {exc}\n".encode())
                 return errors.error(502, errors.START_FAILED)
         future = channel.submit(activation)
-        timer = None
-        if activation.deadline is not None:
-            timer = loop.call_at(activation.deadline, self._expire, channel, activation, future)
+        if activation.deadline is None:
+            watched = expire = None
+        else:
+            def expire() -> None:
+                if not future.done():
+                    killed = channel.abandon(activation, self._grace)
+                    future.set_result(errors.deadline_passed(killed=killed))
+
+            watched = self._deadlines.watch(activation.deadline, expire)
         try:
             return await future
         finally:
-            if timer is not None:
-                timer.cancel()
+            if watched is not None:
+                self._deadlines.forget(watched, expire)
             if self._waiters:
                 self._wake_one()
-
-    def _expire(self, channel: ActionLoopChannel, activation: Activation,
-                future: asyncio.Future[ActivationResult]) -> None:
-        if not future.done():
-            killed = channel.abandon(activation, self._grace)
-            future.set_result(errors.deadline_passed(killed=killed))
 
     def close(self) -> None:
         self._closed = True
