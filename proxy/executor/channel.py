@@ -85,13 +85,14 @@ class ActionLoopChannel:
         if not self.alive:
             future.set_result(errors.command_exited(self.dead.result()))
             return future
+        idle = not self.inflight
         ident = self._take_id()
         self.inflight[ident] = Pending(activation, future)
         try:
             if self.protocol == 2:
-                self.send(frames.RUN, activation.body, ident)
+                self._writer.write(frames.encode(frames.RUN, ident, activation.body), now=idle)
             else:
-                self._writer.write(activation.body.replace(b"\n", b"") + b"\n")
+                self._writer.write(activation.body.replace(b"\n", b"") + b"\n", now=True)
         except OSError:
             self._die("the process stopped reading its requests")
         return future

@@ -80,17 +80,23 @@ class FdWriter:
         self._open = True
         os.set_blocking(fd, False)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, now: bool = False) -> None:
+        """Queue `data` for the end of this loop pass, or send it at once (`now`: the peer is
+        idle, so there is nothing to gather it with and waiting only adds latency)."""
         if not self._open:
             raise BrokenPipeError("the channel is closed")
         self._pending += data
-        if not self._flush_scheduled and not self._waiting_writable:
+        if self._waiting_writable:
+            return
+        if now and not self._flush_scheduled:
+            self._flush()
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if not self._open:
+        if not self._open or not self._pending:
             return
         try:
             self._sent += os.write(self.fd, memoryview(self._pending)[self._sent:])

@@ -83,10 +83,12 @@ class FrameChannel:
         self._loop = loop
         self._loop_thread = threading.get_ident()
 
-    def send(self, *frames: tuple[int, int, bytes]) -> None:
+    def send(self, *frames: tuple[int, int, bytes], last: bool = False) -> None:
+        """`last`: nothing else is running, so nothing else will join this write."""
         data = b"".join(HEADER.pack(k, i, len(p)) + p for k, i, p in frames)
         with self._lock:
-            if self._loop is not None and threading.get_ident() == self._loop_thread:
+            if (self._loop is not None and not last
+                    and threading.get_ident() == self._loop_thread):
                 if not self._batch:
                     self._loop.call_soon(self.flush)
                 self._batch.append(data)
@@ -279,6 +281,7 @@ class ActionRunner:
     def __init__(self, main: Callable, channel: FrameChannel) -> None:
         self.main = main
         self.channel = channel
+        self.in_flight: Callable[[], int] = lambda: 1  # activations not yet finished
 
     def begin(self, ident: int, payload: bytes) -> tuple[Activation, Any]:
         """Parse one RUN payload; a bad one is answered here and raises BadRequest."""
@@ -306,7 +309,7 @@ class ActionRunner:
             frame = (FAILED, ident, json.dumps({"reason": "exit", "code": value}).encode())
         else:
             frame = (FAILED, ident, b'{"reason":"cancelled"}')
-        self.channel.send(*self.channel.flush_logs(activation), frame)
+        self.channel.send(*self.channel.flush_logs(activation), frame, last=self.in_flight() <= 1)
 
 
 class BadRequest(Exception):
@@ -392,6 +395,7 @@ def serve_async(runner: ActionRunner, requests: FrameReader) -> None:
     loop = _loop_impl.new_event_loop()
     runner.channel.batch_on(loop)
     tasks: dict[int, asyncio.Task] = {}
+    runner.in_flight = tasks.__len__
 
     async def run_one(ident: int, payload: bytes) -> None:
         try:
