@@ -18,6 +18,12 @@ from actionproxy.executor.channel import ActionLoopChannel
 from actionproxy.executor.deadlines import DeadlineWheel
 
 StartChannel = Callable[[], Awaitable[ActionLoopChannel]]
+GROW_AFTER = 0.005  # seconds an activation waits for a busy process before another is started
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class StartFailed(Exception):
@@ -82,24 +88,34 @@ class ChannelPool:
                 return
 
     async def _acquire(self) -> ActionLoopChannel:
+        """A channel with room. A new one is started only when there is none at all, or when
+        this activation has waited GROW_AFTER for room: fast actions then keep few processes
+        busy (more would only take turns on the CPU), slow ones get as many as they need."""
+        loop = asyncio.get_running_loop()
+        grow_at = loop.time() + (GROW_AFTER if self.channels else 0.0)
         while True:
             for channel in self.channels:
                 if channel.has_room:
                     return channel
-            if len(self.channels) + self._starting < self._max:
+            can_grow = len(self.channels) + self._starting < self._max
+            if can_grow and loop.time() >= grow_at:
                 try:
                     await self._grow(replacing=not self.channels and self._keep_one)
                 except Exception as exc:
                     raise StartFailed(str(exc)) from exc
                 continue
-            waiter = asyncio.get_running_loop().create_future()
+            waiter = loop.create_future()
             self._waiters.append(waiter)
+            timer = loop.call_at(grow_at, _wake, waiter) if can_grow else None
             try:
                 await waiter
             except asyncio.CancelledError:
                 if waiter.done() and not waiter.cancelled():
                     self._wake_one()  # woken but gone (deadline): pass the slot on
                 raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
 
     async def run(self, activation: Activation) -> ActivationResult:
         """Run on a channel with room; past `activation.deadline` (loop time) give up on it."""
