@@ -9,6 +9,7 @@ even imported; `ProcessHandle` attaches it to the loop later.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import signal
 from dataclasses import dataclass
@@ -26,17 +27,30 @@ class SpawnedProcess:
     stderr: int = -1
 
 
+PIPE_SIZE = 1 << 20  # Linux's default cap for unprivileged pipes; 64 KiB would split every large payload
+
+
+def _pipe() -> tuple[int, int]:
+    """A pipe as large as allowed: a payload that fits crosses in one write, one wake-up."""
+    read_end, write_end = os.pipe()
+    try:
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass  # a lower pipe-max-size: the default size still works, only slower
+    return read_end, write_end
+
+
 def spawn(argv: Sequence[str], env: dict[str, str], cwd: str | None = None,
           capture_output: bool = False) -> SpawnedProcess:
-    stdin_r, stdin_w = os.pipe()
-    results_r, results_w = os.pipe()
+    stdin_r, stdin_w = _pipe()
+    results_r, results_w = _pipe()
     actions = [(os.POSIX_SPAWN_DUP2, stdin_r, 0), (os.POSIX_SPAWN_DUP2, results_w, 3)]
     ours = [stdin_w, results_r]
     theirs = [stdin_r, results_w]
     out_r = err_r = -1
     if capture_output:
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
+        out_r, out_w = _pipe()
+        err_r, err_w = _pipe()
         actions += [(os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
         ours += [out_r, err_r]
         theirs += [out_w, err_w]

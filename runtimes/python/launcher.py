@@ -35,8 +35,10 @@ try:  # optional speed-ups, imported by the stem cell so that /init does not pay
 except ImportError:
     _loop_impl = asyncio
 try:
-    from orjson import loads as parse_json
+    import orjson
+    parse_json = orjson.loads
 except ImportError:
+    orjson = None
     parse_json = json.loads
 
 HEADER = struct.Struct(">BII")
@@ -272,6 +274,17 @@ CONTEXT_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def encode_result(result: Any) -> bytes:
+    """JSON of the result, with the standard library's rules (NaN is an error, as in the
+    reference runtime). orjson is a fast path only: it writes NaN as null, so output that
+    contains null is checked again, and anything it refuses goes to the standard library."""
+    if orjson is not None:
+        try:
+            data = orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS)
+        except (TypeError, ValueError):
+            pass
+        else:
+            if b"null" not in data:
+                return data
     return RESULT_ENCODER.encode(result).encode("utf-8")
 
 
