@@ -27,6 +27,19 @@ START_FAILED = "Cannot start action. Check logs for details."
 EXITED_DURING_INIT = "Command exited abruptly during initialization."
 COMMAND_EXITED = "command exited"
 
+# The end of both actions: results of every shape the proxy must judge.
+RESULT_SHAPES = """
+    if how == "set":
+        return {1, 2}
+    if how == "string":
+        return "not a json object"
+    if how == "none":
+        return None
+    if how == "nan":
+        return {"x": float("nan")}
+    return {"ok": args.get("n"), "pid": os.getpid()}
+"""
+
 # One action per mode; `args["how"]` picks the fault. "hold" marks its arrival in a folder
 # and waits for a "release" file there (30 s cap), so tests can keep activations in flight.
 SYNC_ACTION = """
@@ -56,16 +69,7 @@ def main(args):
             if time.monotonic() > cap:
                 return {"error": "never released"}
             time.sleep(0.01)
-    if how == "set":
-        return {1, 2}
-    if how == "string":
-        return "not a json object"
-    if how == "none":
-        return None
-    if how == "nan":
-        return {"x": float("nan")}
-    return {"ok": args.get("n"), "pid": os.getpid()}
-"""
+""" + RESULT_SHAPES
 
 ASYNC_ACTION = """
 import asyncio, os, sys, time
@@ -111,16 +115,7 @@ async def main(args):
             if time.monotonic() > cap:
                 return {"error": "never released"}
             await asyncio.sleep(0.01)
-    if how == "set":
-        return {1, 2}
-    if how == "string":
-        return "not a json object"
-    if how == "none":
-        return None
-    if how == "nan":
-        return {"x": float("nan")}
-    return {"ok": args.get("n"), "pid": os.getpid()}
-"""
+""" + RESULT_SHAPES
 
 ACTIONS = {"sync": SYNC_ACTION, "async": ASYNC_ACTION}
 
