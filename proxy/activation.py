@@ -22,4 +22,5 @@ class Activation:
     body: bytes
     activation_id: str
     deadline: float | None  # loop time (monotonic seconds) by which it must finish
+    request: dict | None = None  # the parsed body, for executors that need its fields
     logs: ActivationLogs = field(default_factory=ActivationLogs)

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from actionproxy.executor.stemcell import spawn_stem_cell, worker_socket_path
 
     socket_path = worker_socket_path()
-    stem = spawn_stem_cell(config, socket_path)
+    stem = spawn_stem_cell(config, socket_path) if config.launcher is not None else None
     from actionproxy.server import serve
 
     serve(config, sock, stem, socket_path, args.init, args.main)

@@ -14,13 +14,16 @@ import traceback
 
 from actionproxy import errors
 from actionproxy.activation import Activation, ActivationResult
-from actionproxy.archive import ArchiveError, materialize
+from actionproxy.archive import EXECUTABLE, ActionSource, ArchiveError, materialize
 from actionproxy.config import Config
 from actionproxy.executor import Executor, InitError
 from actionproxy.executor.launcher import LauncherExecutor
 from actionproxy.executor.loop import ExecutableExecutor
+from actionproxy.executor.oneshot import OneshotExecutor
 from actionproxy.executor.process import SpawnedProcess
 from actionproxy.logs import LogWriter
+
+BLACKBOX_MODE_KEY = "ACTIONPROXY_BLACKBOX_MODE"
 
 
 class ActionRunner:
@@ -30,27 +33,37 @@ class ActionRunner:
         self.logs = LogWriter(config.log_format, config.log_limit)
         self._launcher = LauncherExecutor(config, self.passthrough, stem, socket_path)
         self.executor: Executor | None = None
+        self.initialized = False  # /init was accepted (the platform calls it once)
         self._initializing = False
+        self._preinstalling: asyncio.Future[Executor] | None = None
         self._attempts = itertools.count(1)
         self.inflight = 0
 
     @property
-    def initialized(self) -> bool:
-        return self.executor is not None
+    def ready(self) -> bool:
+        """Can run: initialized, or a blackbox with its pre-installed (or stub) executable."""
+        return self.executor is not None or self.config.runtime == "blackbox"
 
     def passthrough(self, is_err: bool, data: bytes) -> None:
         """Output that belongs to no activation goes to the container log as it comes."""
         self.logs.raw(is_err, data)
 
-    async def init(self, code: str, binary: bool, main: str, env: dict[str, str]) -> ActivationResult:
-        if self.executor is not None or self._initializing:
+    async def init(self, code: str | None, binary: bool, main: str, env: dict[str, str]) -> ActivationResult:
+        if self.initialized or self._initializing:
             self.logs.proxy_error(errors.REINIT, sentinels=False)
             return errors.error(403, errors.REINIT)
+        if not code:
+            if self.config.runtime != "blackbox":
+                return errors.error(403, errors.MISSING_CODE)
+            self.initialized = True  # the skeleton's rule: no code keeps the pre-installed exec
+            return ActivationResult(200, b'{"ok":true}')
         self._initializing = True
         try:
-            return await self._init(code, binary, main, env)
+            result = await self._init(code, binary, main, env)
         finally:
             self._initializing = False
+        self.initialized = result.status == 200
+        return result
 
     async def _init(self, code: str, binary: bool, main: str, env: dict[str, str]) -> ActivationResult:
         if binary:
@@ -64,18 +77,39 @@ class ActionRunner:
         while dest.exists():
             dest = self.config.action_dir / str(next(self._attempts))
         try:
-            source = await asyncio.to_thread(materialize, data, main, dest, self.config.max_archive)
+            source = await asyncio.to_thread(
+                materialize, data, main, dest, self.config.max_archive, self.config.runtime)
         except ArchiveError as exc:
             shutil.rmtree(dest, ignore_errors=True)
             return self._init_failed(InitError("compile", str(exc)))
-        executor: Executor = self._launcher if source.kind == "python" else ExecutableExecutor(
-            self.config, self.passthrough)
+        executor = self._executor_for(source, env)
         try:
             await executor.init(source, env)
         except InitError as exc:
             return self._init_failed(exc)
         self.executor = executor
         return ActivationResult(200, b'{"ok":true}')
+
+    def _executor_for(self, source: ActionSource, env: dict[str, str]) -> Executor:
+        """Launcher code -> the language launcher; a program -> action-loop processes, except
+        in blackbox, where it runs once per activation unless the action-loop mode is chosen
+        (ACTIONPROXY_BLACKBOX_MODE=loop in the container's or the action's init env)."""
+        if source.kind == "launcher":
+            return self._launcher
+        if self.config.runtime == "blackbox" and env.get(BLACKBOX_MODE_KEY, self.config.blackbox_mode) != "loop":
+            return OneshotExecutor(self.config, self.passthrough)
+        return ExecutableExecutor(self.config, self.passthrough)
+
+    async def _preinstalled(self) -> Executor:
+        """Blackbox before any code: `exec` in the action folder (an image built FROM ours),
+        else the stub that says how to replace it."""
+        root = self.config.action_dir
+        if not (root / EXECUTABLE).is_file():
+            root = self.config.runtimes_dir / "blackbox"
+        source = ActionSource("executable", root, EXECUTABLE, "main")
+        executor = self._executor_for(source, {})
+        await executor.init(source, {})
+        return executor
 
     def _init_failed(self, exc: InitError) -> ActivationResult:
         message = errors.COMPILE_FAILED if exc.kind == "compile" else errors.START_FAILED
@@ -84,7 +118,17 @@ class ActionRunner:
 
     async def run(self, activation: Activation) -> ActivationResult:
         if self.executor is None:
-            return errors.not_initialized()
+            if not self.ready:
+                return errors.not_initialized()
+            if self._preinstalling is None:  # one start, however many activations wait for it
+                self._preinstalling = asyncio.ensure_future(self._preinstalled())
+            try:
+                executor = await asyncio.shield(self._preinstalling)
+            except InitError as exc:
+                self._preinstalling = None
+                return self._init_failed(exc)
+            if self.executor is None:
+                self.executor = executor
         if self.inflight >= self.config.max_concurrent:
             return errors.too_many(self.config.max_concurrent)
         self.inflight += 1

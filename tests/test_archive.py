@@ -281,19 +281,39 @@ def test_corrupt_zip_fails_init_cleanly(proxy: Proxy) -> None:
 # ---------------------------------------------------------------- actionproxy.archive directly
 
 def test_unit_materialize_kinds(tmp_path: Path) -> None:
-    """materialize: plain source -> python, `#!` script -> executable, zip/tar.gz -> their entry file."""
-    py = archive.materialize(b"def main(a):\n    return a\n", "main", tmp_path / "py", 10_000)
-    assert (py.kind, py.entry) == ("python", "__main__.py")
-    sh = archive.materialize(b"#!/bin/bash\necho\n", "main", tmp_path / "sh", 10_000)
+    """materialize (python): source -> launcher, `#!` script -> executable, archives -> entry file."""
+    def make(code: bytes, name: str, runtime: str = "python") -> archive.ActionSource:
+        return archive.materialize(code, "main", tmp_path / name, 10_000, runtime)
+
+    py = make(b"def main(a):\n    return a\n", "py")
+    assert (py.kind, py.entry, py.source) == ("launcher", "__main__.py", True)
+    sh = make(b"#!/bin/bash\necho\n", "sh")
     assert (sh.kind, sh.entry) == ("executable", "exec")
     assert (tmp_path / "sh" / "exec").stat().st_mode & 0o111
-    shebang_py = archive.materialize(b"#!/usr/bin/env python3\ndef main(a):\n    return a\n", "main",
-                                     tmp_path / "shebang", 10_000)
-    assert shebang_py.kind == "python"
-    zipped = archive.materialize(zip_archive([file("exec", "#!/bin/sh\n")]), "main", tmp_path / "zip", 10_000)
-    assert zipped.kind == "executable"
-    tarred = archive.materialize(tar_archive([file("__main__.py", "")]), "main", tmp_path / "tar", 10_000)
-    assert tarred.kind == "python"
+    assert make(b"#!/usr/bin/env python3\ndef main(a):\n    return a\n", "shebang").kind == "launcher"
+    assert make(zip_archive([file("exec", "#!/bin/sh\n")]), "zip").kind == "executable"
+    tarred = make(tar_archive([file("__main__.py", "")]), "tar")
+    assert (tarred.kind, tarred.source) == ("launcher", False)
+
+
+def test_unit_materialize_nodejs_and_blackbox(tmp_path: Path) -> None:
+    """materialize per runtime: Node source -> index.js, a package -> resolved by the launcher;
+    blackbox -> any text is the executable, an archive needs `exec`."""
+    def make(code: bytes, name: str, runtime: str) -> archive.ActionSource:
+        return archive.materialize(code, "main", tmp_path / name, 10_000, runtime)
+
+    js = make(b"function main(a) { return a; }\n", "js", "nodejs")
+    assert (js.kind, js.entry, js.source) == ("launcher", "index.js", True)
+    assert make(b"#!/usr/bin/env node\nfunction main(a) {}\n", "jsbang", "nodejs").kind == "launcher"
+    assert make(b"#!/bin/bash\n", "jsbash", "nodejs").kind == "executable"
+    package = make(zip_archive([file("package.json", "{}"), file("exec", "x")]), "pkg", "nodejs")
+    assert (package.kind, package.entry) == ("launcher", "")
+    assert make(zip_archive([file("exec", "#!/bin/sh\n")]), "jsexec", "nodejs").kind == "executable"
+    text = make(b"echo no shebang\n", "bb", "blackbox")
+    assert (text.kind, text.entry) == ("executable", "exec")
+    assert make(zip_archive([file("exec", "#!/bin/sh\n")]), "bbzip", "blackbox").kind == "executable"
+    with pytest.raises(archive.ArchiveError, match="exec"):
+        make(zip_archive([file("other", "x")]), "bbbad", "blackbox")
 
 
 @pytest.mark.parametrize("name", [*ESCAPING_NAMES, "/etc/escaped.txt"])
@@ -323,6 +343,6 @@ def test_unit_detection() -> None:
     assert archive.is_zip(zip_archive([file("a", "b")]))
     assert archive.is_gzip(tar_archive([file("a", "b")]))
     assert not archive.is_zip(b"def main(): pass")
-    assert archive.is_executable_file(b"\x7fELF\x02\x01", "main")
-    assert archive.is_executable_file(b"#!/bin/bash\n", "main")
-    assert not archive.is_executable_file(b"#!/usr/bin/env python\nasync def main(a):\n    pass\n", "main")
+    assert archive.is_executable_file(b"\x7fELF\x02\x01", "main", "python")
+    assert archive.is_executable_file(b"#!/bin/bash\n", "main", "python")
+    assert not archive.is_executable_file(b"#!/usr/bin/env python\nasync def main(a):\n    pass\n", "main", "python")

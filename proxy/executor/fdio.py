@@ -77,6 +77,7 @@ class FdWriter:
         self._sent = 0  # how much of _pending is already written
         self._flush_scheduled = False
         self._waiting_writable = False
+        self._close_when_flushed = False
         self._open = True
         os.set_blocking(fd, False)
 
@@ -112,9 +113,17 @@ class FdWriter:
             if self._waiting_writable:
                 self._waiting_writable = False
                 self._loop.remove_writer(self.fd)
+            if self._close_when_flushed:
+                self.close()
         elif not self._waiting_writable:
             self._waiting_writable = True
             self._loop.add_writer(self.fd, self._flush)
+
+    def close_when_flushed(self) -> None:
+        """Close once everything written so far is out (the reader then sees end-of-file)."""
+        self._close_when_flushed = True
+        if not self._pending and not self._flush_scheduled:
+            self.close()
 
     def close(self) -> None:
         if self._open:

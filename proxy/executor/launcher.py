@@ -76,7 +76,7 @@ class LauncherExecutor:
 
     async def init(self, source: ActionSource, env: dict[str, str]) -> None:
         self._spec = orjson.dumps({"root": str(source.root), "entry": source.entry,
-                                   "main": source.main, "env": env})
+                                   "main": source.main, "env": env, "source": source.source})
         channel, reply = await self._load()
         grace = self._config.cancel_grace
         if reply.get("mode") == "async":

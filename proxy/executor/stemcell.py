@@ -13,7 +13,9 @@ from actionproxy.executor.process import SpawnedProcess, spawn
 def launcher_argv(config: Config) -> list[str]:
     if config.runtime == "python":
         return [config.python, "-u", str(config.launcher)]
-    raise ValueError(f"no launcher for runtime {config.runtime!r}")
+    if config.runtime == "nodejs":
+        return [config.node, str(config.launcher)]
+    raise ValueError(f"the {config.runtime} runtime has no launcher")
 
 
 def worker_socket_path() -> str:

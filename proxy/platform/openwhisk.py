@@ -57,17 +57,15 @@ class OpenWhiskPlatform:
         if not isinstance(value, dict):
             return respond(errors.error(400, "Error unmarshaling request: 'value' must be a JSON object"))
         code = value.get("code")
-        if not code:
-            return respond(errors.error(403, errors.MISSING_CODE))
         main = value.get("main") or "main"
         env = _init_env(value.get("env"))
-        if not isinstance(code, str) or not isinstance(main, str) or env is None:
+        if not isinstance(code, (str, type(None))) or not isinstance(main, str) or env is None:
             return respond(errors.error(
                 400, "Error unmarshaling request: 'code' and 'main' must be strings, 'env' an object"))
         return respond(await self.runner.init(code, bool(value.get("binary")), main, env))
 
     async def run(self, request: web.Request) -> web.Response:
-        if not self.runner.initialized:
+        if not self.runner.ready:
             return respond(errors.not_initialized())
         body = await request.read()
         try:
@@ -83,7 +81,7 @@ class OpenWhiskPlatform:
         deadline = self._deadline(message.get("deadline"))
         if isinstance(deadline, ActivationResult):
             return respond(deadline)
-        activation = Activation(body, str(message.get("activation_id") or ""), deadline)
+        activation = Activation(body, str(message.get("activation_id") or ""), deadline, message)
         return respond(await self.runner.run(activation))
 
     def _deadline(self, raw: object) -> float | None | ActivationResult:

@@ -1,0 +1,166 @@
+"""One process per activation, by the dockerskeleton's rules (spec b.9), but in parallel.
+
+Each activation starts `exec` with the JSON of `value` as `$1` (when it fits in one argument)
+and on stdin, in the action folder. Its stdout is read as it comes: every line but the last is
+log, the last non-blank line is the result. Logs are streamed into the activation's bounded
+log buffer instead of being held whole, and at the deadline the process is killed with its
+whole process group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Callable
+
+import orjson
+
+from actionproxy import errors
+from actionproxy.activation import Activation, ActivationResult
+from actionproxy.archive import ActionSource
+from actionproxy.config import Config
+from actionproxy.executor.deadlines import DeadlineWheel
+from actionproxy.executor.fdio import FdReader, FdWriter
+from actionproxy.executor.loop import child_env
+from actionproxy.executor.process import ProcessHandle, spawn_plain
+
+MAX_ARG = 131071  # Linux MAX_ARG_STRLEN - 1: a longer JSON goes on stdin only, as in the skeleton
+EXIT_GRACE = 0.5  # after exit, how long children of exec may keep its stdout open
+
+
+def context_env(request: dict) -> dict[str, str]:
+    """`__OW_<KEY>` for every top-level field but `value`; non-strings as compact JSON."""
+    env = {}
+    for key, val in request.items():
+        if key != "value":
+            env["__OW_" + key.upper()] = val if isinstance(val, str) else (
+                "" if val is None else orjson.dumps(val).decode())
+    return env
+
+
+class StdoutSplitter:
+    """Streams stdout lines into the logs, holding back the last non-blank one: the result."""
+
+    def __init__(self, activation: Activation, log_limit: int, line_limit: int) -> None:
+        self._logs = activation.logs
+        self._log_limit = log_limit
+        self._line_limit = line_limit
+        self._partial = b""
+        self._last: bytes | None = None
+        self._blanks = b""
+        self.overflow = False
+
+    def feed(self, data: bytes) -> None:
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        if len(self._partial) > self._line_limit:
+            self.overflow = True
+            self._partial = b""
+        for line in lines:
+            self._line(line)
+
+    def _line(self, line: bytes) -> None:
+        if not line.strip():
+            self._blanks += line + b"\n"
+            return
+        if self._last is not None:
+            self._logs.add(False, self._last + b"\n" + self._blanks, self._log_limit)
+        self._last, self._blanks = line, b""
+
+    def result_line(self) -> bytes:
+        if self._partial:
+            self._line(self._partial)
+            self._partial = b""
+        return (self._last or b"").strip()
+
+
+class OneshotExecutor:
+    def __init__(self, config: Config, passthrough: Callable[[bool, bytes], None]) -> None:
+        self._config = config
+        self._argv0 = ""
+        self._cwd = ""
+        self._env: dict[str, str] = {}
+        self._slots: asyncio.Semaphore | None = None
+        self._deadlines: DeadlineWheel | None = None
+
+    async def init(self, source: ActionSource, env: dict[str, str]) -> None:
+        self._argv0 = str(source.root / source.entry)
+        self._cwd = str(source.root)
+        self._env = child_env(self._config, env)
+        self._slots = asyncio.Semaphore(self._config.max_workers)
+        self._deadlines = DeadlineWheel(asyncio.get_running_loop())
+
+    async def run(self, activation: Activation) -> ActivationResult:
+        assert self._slots is not None
+        async with self._slots:
+            return await self._run(activation)
+
+    async def _run(self, activation: Activation) -> ActivationResult:
+        loop = asyncio.get_running_loop()
+        request = activation.request or {}
+        value = orjson.dumps(request.get("value", {}))
+        argv = [self._argv0] + ([value.decode()] if len(value) <= MAX_ARG else [])
+        env = {**self._env, **context_env(request)}
+        try:
+            child = spawn_plain(argv, env, self._cwd)
+        except OSError as exc:
+            activation.logs.add(True, f"Cannot start the action: {exc}\n".encode(), self._config.log_limit)
+            return errors.error(502, errors.COMPILE_FAILED)
+        process = ProcessHandle(loop, child.pid, own_child=True)
+        stdout = StdoutSplitter(activation, self._config.log_limit, self._config.max_body)
+        eofs = [loop.create_future(), loop.create_future()]
+        readers = [
+            FdReader(loop, child.stdout, stdout.feed, lambda: _done(eofs[0])),
+            FdReader(loop, child.stderr, lambda data: activation.logs.add(True, data, self._config.log_limit),
+                     lambda: _done(eofs[1])),
+        ]
+        stdin = FdWriter(loop, child.stdin)
+        stdin.write(value, now=True)
+        stdin.close_when_flushed()
+        killed_at_deadline = False
+
+        def expire() -> None:
+            nonlocal killed_at_deadline
+            killed_at_deadline = True
+            process.kill()
+
+        watched = None if activation.deadline is None else self._deadlines.watch(activation.deadline, expire)
+        try:
+            detail = await process.exited
+            await asyncio.wait(eofs, timeout=EXIT_GRACE)
+        finally:
+            if watched is not None:
+                self._deadlines.forget(watched, expire)
+            process.kill()  # whatever it left behind in its process group
+            for reader in readers:
+                reader.drain()
+                reader.close()
+            stdin.close()
+        if killed_at_deadline:
+            return errors.deadline_passed(killed=True)
+        if stdout.overflow:
+            activation.logs.add(True, f"The action wrote a line longer than {self._config.max_body} bytes.\n".encode(),
+                                self._config.log_limit)
+            return errors.not_a_dict()
+        return self._result(activation, stdout.result_line(), detail)
+
+    def _result(self, activation: Activation, line: bytes, detail: str) -> ActivationResult:
+        if line[:1] in (b"{", b"["):
+            try:
+                orjson.loads(line)
+                return ActivationResult(200, line)
+            except orjson.JSONDecodeError:
+                pass
+        limit = self._config.log_limit
+        if line:  # like the skeleton: the offending last line goes to the logs
+            activation.logs.add(False, line + b"\n", limit)
+        if detail != "exit code 0":
+            activation.logs.add(True, f"The action's process ended: {detail}.\n".encode(), limit)
+        return errors.not_a_dict()
+
+    def close(self) -> None:
+        """Running processes end with their activations; nothing is kept between them."""
+
+
+def _done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
