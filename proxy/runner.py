@@ -19,6 +19,7 @@ from actionproxy.config import Config
 from actionproxy.executor import Executor, InitError
 from actionproxy.executor.launcher import LauncherExecutor
 from actionproxy.executor.loop import ExecutableExecutor
+from actionproxy.executor.memory import MemoryGuard, Watched
 from actionproxy.executor.oneshot import OneshotExecutor
 from actionproxy.executor.process import SpawnedProcess
 from actionproxy.logs import LogWriter
@@ -38,6 +39,7 @@ class ActionRunner:
         self._preinstalling: asyncio.Future[Executor] | None = None
         self._attempts = itertools.count(1)
         self.inflight = 0
+        self.memory: MemoryGuard | None = None
 
     @property
     def ready(self) -> bool:
@@ -88,7 +90,16 @@ class ActionRunner:
         except InitError as exc:
             return self._init_failed(exc)
         self.executor = executor
+        self._guard_memory()
         return ActivationResult(200, b'{"ok":true}')
+
+    def _watched(self) -> list[Watched]:
+        return list(self.executor.watched()) if self.executor is not None else []
+
+    def _guard_memory(self) -> None:
+        if self.config.memory_limit and self.memory is None:
+            self.memory = MemoryGuard(self.config.memory_limit, self._watched)
+            self.memory.start()
 
     def _executor_for(self, source: ActionSource, env: dict[str, str]) -> Executor:
         """Launcher code -> the language launcher; a program -> action-loop processes, except
@@ -129,6 +140,7 @@ class ActionRunner:
                 return self._init_failed(exc)
             if self.executor is None:
                 self.executor = executor
+                self._guard_memory()
         if self.inflight >= self.config.max_concurrent:
             return errors.too_many(self.config.max_concurrent)
         self.inflight += 1
@@ -147,4 +159,6 @@ class ActionRunner:
             self.executor.close()
         if self.executor is not self._launcher:
             self._launcher.close()
+        if self.memory is not None:
+            self.memory.stop()
         self.logs.flush()

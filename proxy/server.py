@@ -11,12 +11,30 @@ from aiohttp import web
 
 from actionproxy import errors
 from actionproxy.archive import is_gzip, is_zip
+from actionproxy.activation import ActivationResult
 from actionproxy.config import Config
 from actionproxy.executor.process import SpawnedProcess
 from actionproxy.platform.openwhisk import OpenWhiskPlatform, respond
 from actionproxy.runner import ActionRunner
 
 BACKLOG = 1024
+
+
+def health_routes(runner: ActionRunner) -> list[web.RouteDef]:
+    """/healthz: the proxy serves. /readyz: it can take an activation now (initialized or a
+    blackbox with its exec, and under the in-flight cap), so a balancer can route elsewhere."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        return respond(ActivationResult(200, b'{"ok":true}'))
+
+    async def readyz(_: web.Request) -> web.Response:
+        if not runner.ready:
+            return respond(ActivationResult(503, b'{"ready":false,"reason":"not initialized"}'))
+        if runner.inflight >= runner.config.max_concurrent:
+            return respond(ActivationResult(503, b'{"ready":false,"reason":"full"}'))
+        return respond(ActivationResult(200, b'{"ready":true}'))
+
+    return [web.get("/healthz", healthz), web.get("/readyz", readyz)]
 
 
 async def not_found(request: web.Request) -> web.Response:
@@ -45,6 +63,7 @@ def build_app(config: Config, stem: SpawnedProcess | None = None,
     app = web.Application(client_max_size=config.max_body)
     runner = ActionRunner(config, stem, socket_path)
     app.add_routes(OpenWhiskPlatform(runner).routes())
+    app.add_routes(health_routes(runner))
     app.router.add_route("*", "/{tail:.*}", not_found)
     if init_file is not None:
         app.on_startup.append(init_from_file(runner, init_file, main))

@@ -5,10 +5,11 @@ Each executor loads one action (`init`), then runs activations (`run`) until `cl
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Iterable, Protocol
 
 from actionproxy.activation import Activation, ActivationResult
 from actionproxy.archive import ActionSource
+from actionproxy.executor.memory import Watched
 
 
 class InitError(Exception):
@@ -24,5 +25,7 @@ class Executor(Protocol):
     async def init(self, source: ActionSource, env: dict[str, str]) -> None: ...
 
     async def run(self, activation: Activation) -> ActivationResult: ...
+
+    def watched(self) -> Iterable[Watched]: ...
 
     def close(self) -> None: ...

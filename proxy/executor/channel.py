@@ -20,6 +20,9 @@ from actionproxy.executor.fdio import FdReader, FdWriter
 from actionproxy.executor.process import ProcessHandle
 
 
+EOF_WAIT = 0.5  # seconds between end-of-file on fd 3 and giving up on the exit status
+
+
 class ProtocolError(Exception):
     """The child broke the protocol (bad ack, bad frame)."""
 
@@ -49,6 +52,7 @@ class ActionLoopChannel:
         self.init_done: asyncio.Future[dict] = loop.create_future()
         self._log_limit = log_limit
         self._trusted = trusted  # our own launchers emit valid JSON: only the shape is checked
+        self.on_worker_exit: Callable[[int, str], None] = lambda pid, detail: None
         self._passthrough = passthrough
         self._next_id = 1
         self._lines = bytearray()
@@ -123,6 +127,14 @@ class ActionLoopChannel:
     def kill(self, reason: str) -> None:
         self._die(reason)
 
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def abort(self, message: str) -> None:
+        """Kill it and fail its activations with `message` (the memory guard's verdict)."""
+        self._die(message, errors.error(502, message))
+
     # ------------------------------------------------------------------ reading
     def _log_reader(self, is_err: bool) -> Callable[[bytes], None]:
         def on_data(data: bytes) -> None:
@@ -186,6 +198,9 @@ class ActionLoopChannel:
             else:
                 pending.activation.logs.add(kind == frames.STDERR, payload, self._log_limit)
             return
+        if kind == frames.WORKER_EXIT:
+            self.on_worker_exit(ident, payload.decode("utf-8", "replace"))
+            return
         if kind == frames.INIT_DONE:
             reply = orjson.loads(payload)
             if not isinstance(reply, dict):
@@ -216,7 +231,12 @@ class ActionLoopChannel:
 
     # ------------------------------------------------------------------ death
     def _on_eof(self) -> None:
-        self._die("the process closed its result channel")
+        """The result channel closed: the process is ending. Its exit status says more than
+        the end-of-file, so wait for it a moment (it is killed if it stays)."""
+        if self.process.alive:
+            self._loop.call_later(EOF_WAIT, self._die, "the process closed its result channel")
+        else:
+            self._die(self.process.exited.result())
 
     def _on_exit(self, exited: asyncio.Future[str]) -> None:
         if self.alive:
@@ -224,7 +244,7 @@ class ActionLoopChannel:
             self._drain_logs()
         self._die(exited.result())
 
-    def _die(self, detail: str) -> None:
+    def _die(self, detail: str, result: ActivationResult | None = None) -> None:
         if self.dead.done():
             return
         self.process.kill()
@@ -237,7 +257,7 @@ class ActionLoopChannel:
         self._cancelling.clear()
         pending, self.inflight = self.inflight, {}
         for item in pending.values():
-            _settle(item.future, errors.command_exited(detail))
+            _settle(item.future, result or errors.command_exited(detail))
         for future in (self.ack, self.init_done):
             if not future.done():
                 future.set_exception(ChannelDied(detail))

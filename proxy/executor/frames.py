@@ -23,6 +23,7 @@ DONE = ord("D")
 FAILED = ord("X")
 STDOUT = ord("O")
 STDERR = ord("E")
+WORKER_EXIT = ord("W")
 
 
 class FrameError(Exception):

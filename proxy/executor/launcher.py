@@ -85,6 +85,7 @@ class LauncherExecutor:
             self._pool.adopt(channel)
             return
         self._zygote = channel
+        channel.on_worker_exit = self._worker_exited
         self._listen()
         self._pool = ChannelPool(self._fork_worker, self._config.max_workers, grace)
         try:
@@ -120,6 +121,11 @@ class LauncherExecutor:
             return
         self._forks.popleft().set_result((conn.detach(), pid))
 
+    def _worker_exited(self, pid: int, detail: str) -> None:
+        for channel in self._pool.watched() if self._pool is not None else []:
+            if channel.pid == pid:
+                channel.process.report(detail)
+
     def _forked_by_zygote(self, pid: int) -> bool:
         zygote = self._zygote
         try:
@@ -131,6 +137,7 @@ class LauncherExecutor:
         zygote = self._zygote
         if zygote is None or not zygote.alive:
             zygote, _ = await self._load()
+            zygote.on_worker_exit = self._worker_exited
             self._zygote = zygote
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[tuple[int, int]] = loop.create_future()
@@ -150,6 +157,10 @@ class LauncherExecutor:
         return channel
 
     # ------------------------------------------------------------------ running
+    def watched(self) -> list[ActionLoopChannel]:
+        zygote = [self._zygote] if self._zygote is not None and self._zygote.alive else []
+        return (self._pool.watched() if self._pool is not None else []) + zygote
+
     async def run(self, activation: Activation) -> ActivationResult:
         assert self._pool is not None
         return await self._pool.run(activation)

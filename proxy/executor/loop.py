@@ -20,7 +20,9 @@ from actionproxy.executor.channel import ActionLoopChannel, ChannelDied
 from actionproxy.executor.pool import ChannelPool
 from actionproxy.executor.process import ProcessHandle, spawn
 
-START_GRACE = 0.005  # like the reference proxy: alive after 5 ms without an ack = started
+# Alive this long without an ack = started. The reference proxy waits 5 ms, too short on a
+# loaded machine to see a script that fails at once; an ack ends the wait early.
+START_GRACE = 0.05
 
 
 def child_env(config: Config, init_env: dict[str, str]) -> dict[str, str]:
@@ -81,6 +83,9 @@ class ExecutableExecutor:
     async def run(self, activation: Activation) -> ActivationResult:
         assert self._pool is not None
         return await self._pool.run(activation)
+
+    def watched(self) -> list[ActionLoopChannel]:
+        return self._pool.watched() if self._pool is not None else []
 
     def close(self) -> None:
         if self._pool is not None:

@@ -73,6 +73,19 @@ class StdoutSplitter:
         return (self._last or b"").strip()
 
 
+class RunningExec:
+    """One running `exec`, as the memory guard sees it."""
+
+    def __init__(self, process: ProcessHandle) -> None:
+        self.pid = process.pid
+        self._process = process
+        self.verdict: str | None = None
+
+    def abort(self, message: str) -> None:
+        self.verdict = message
+        self._process.kill()
+
+
 class OneshotExecutor:
     def __init__(self, config: Config, passthrough: Callable[[bool, bytes], None]) -> None:
         self._config = config
@@ -81,6 +94,7 @@ class OneshotExecutor:
         self._env: dict[str, str] = {}
         self._slots: asyncio.Semaphore | None = None
         self._deadlines: DeadlineWheel | None = None
+        self._running: set[RunningExec] = set()
 
     async def init(self, source: ActionSource, env: dict[str, str]) -> None:
         self._argv0 = str(source.root / source.entry)
@@ -106,6 +120,8 @@ class OneshotExecutor:
             activation.logs.add(True, f"Cannot start the action: {exc}\n".encode(), self._config.log_limit)
             return errors.error(502, errors.COMPILE_FAILED)
         process = ProcessHandle(loop, child.pid, own_child=True)
+        running = RunningExec(process)
+        self._running.add(running)
         stdout = StdoutSplitter(activation, self._config.log_limit, self._config.max_body)
         eofs = [loop.create_future(), loop.create_future()]
         readers = [
@@ -130,6 +146,7 @@ class OneshotExecutor:
         finally:
             if watched is not None:
                 self._deadlines.forget(watched, expire)
+            self._running.discard(running)
             process.kill()  # whatever it left behind in its process group
             for reader in readers:
                 reader.drain()
@@ -137,6 +154,8 @@ class OneshotExecutor:
             stdin.close()
         if killed_at_deadline:
             return errors.deadline_passed(killed=True)
+        if running.verdict is not None:
+            return errors.error(502, running.verdict)
         if stdout.overflow:
             activation.logs.add(True, f"The action wrote a line longer than {self._config.max_body} bytes.\n".encode(),
                                 self._config.log_limit)
@@ -156,6 +175,9 @@ class OneshotExecutor:
         if detail != "exit code 0":
             activation.logs.add(True, f"The action's process ended: {detail}.\n".encode(), limit)
         return errors.not_a_dict()
+
+    def watched(self) -> list[RunningExec]:
+        return list(self._running)
 
     def close(self) -> None:
         """Running processes end with their activations; nothing is kept between them."""

@@ -51,6 +51,9 @@ class ChannelPool:
     def _forget(self, channel: ActionLoopChannel) -> None:
         if channel in self.channels:
             self.channels.remove(channel)
+        if not self._closed:
+            os.write(2, f"actionproxy: process {channel.pid} of the action ended "
+                        f"({channel.dead.result().rstrip('.')}); it is replaced from the saved init\n".encode())
         self._wake_one()
         if self._keep_one and not self._closed and not self.channels and not self._starting:
             asyncio.get_running_loop().create_task(self._replace())
@@ -147,6 +150,9 @@ class ChannelPool:
                 self._deadlines.forget(watched, expire)
             if self._waiters:
                 self._wake_one()
+
+    def watched(self) -> list[ActionLoopChannel]:
+        return list(self.channels)
 
     def close(self) -> None:
         self._closed = True

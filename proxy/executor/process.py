@@ -83,6 +83,19 @@ def spawn_plain(argv: Sequence[str], env: dict[str, str], cwd: str) -> SpawnedPr
     return SpawnedProcess(child.pid, ours[0], -1, ours[1], ours[2])
 
 
+REPORT_WAIT = 0.2  # how long to wait for a zygote's report on a worker that ended
+
+
+def describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            return f"killed by signal {signal.Signals(sig).name}"
+        except ValueError:
+            return f"killed by signal {sig}"
+    return f"exit code {os.WEXITSTATUS(status)}"
+
+
 class ProcessHandle:
     """Exit watching (pidfd) and killing for one process, child of ours or not."""
 
@@ -105,18 +118,22 @@ class ProcessHandle:
         self._loop.remove_reader(self._pidfd)
         os.close(self._pidfd)
         self._pidfd = -1
-        self._reap()
+        if self._own_child:
+            self._reap()
+        else:  # its parent (a zygote) may still say how it ended
+            self._loop.call_later(REPORT_WAIT, self.report, "the process ended")
+
+    def report(self, detail: str) -> None:
+        """How a process that is not our child ended, as its parent reported it."""
+        if not self.exited.done():
+            self.exited.set_result(detail)
 
     def _reap(self) -> None:
         detail = "the process ended"
         if self._own_child:
             try:
                 _, status = os.waitpid(self.pid, 0)
-                if os.WIFSIGNALED(status):
-                    sig = os.WTERMSIG(status)
-                    detail = f"killed by signal {signal.Signals(sig).name}"
-                else:
-                    detail = f"exit code {os.WEXITSTATUS(status)}"
+                detail = describe_status(status)
             except ChildProcessError:
                 pass
         if not self.exited.done():

@@ -41,10 +41,21 @@ class OpenWhiskPlatform:
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/init", self.init), web.post("/run", self.run)]
 
+    async def _body(self, request: web.Request) -> bytes | ActivationResult:
+        """The whole body, or the 413 that names the limit."""
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            limit = self.runner.config.max_body
+            return errors.error(413, f"The request body is larger than the limit of {limit} bytes "
+                                     f"(ACTIONPROXY_MAX_BODY).")
+
     async def init(self, request: web.Request) -> web.Response:
         if self.runner.initialized:
             return respond(await self.runner.init("", False, "", {}))
-        body = await request.read()
+        body = await self._body(request)
+        if isinstance(body, ActivationResult):
+            return respond(body)
         try:
             message = orjson.loads(body) if body.strip() else {}
         except orjson.JSONDecodeError as exc:
@@ -67,7 +78,9 @@ class OpenWhiskPlatform:
     async def run(self, request: web.Request) -> web.Response:
         if not self.runner.ready:
             return respond(errors.not_initialized())
-        body = await request.read()
+        body = await self._body(request)
+        if isinstance(body, ActivationResult):
+            return respond(body)
         try:
             message = orjson.loads(body)
         except orjson.JSONDecodeError as exc:

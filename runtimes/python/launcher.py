@@ -45,6 +45,7 @@ HEADER = struct.Struct(">BII")
 READ_CHUNK = 256 * 1024
 INIT, RUN, CANCEL, FORK = ord("I"), ord("R"), ord("C"), ord("F")
 INIT_DONE, DONE, FAILED, STDOUT, STDERR = ord("K"), ord("D"), ord("X"), ord("O"), ord("E")
+WORKER_EXIT = ord("W")
 LOG_FLUSH_BYTES = 64 * 1024
 ENTRY_MODULE = "main__"
 WORKER_SOCKET = ""
@@ -509,6 +510,30 @@ def fork_worker(main: Callable) -> None:
         os._exit(0)
 
 
+def describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            return f"killed by signal {signal.Signals(sig).name}"
+        except ValueError:
+            return f"killed by signal {sig}"
+    return f"exit code {os.WEXITSTATUS(status)}"
+
+
+def reap_workers(signum: int, frame: Any) -> None:
+    """Zygote: reap ended workers and tell the proxy how each ended (it is not their parent).
+    A raw write of a small frame is atomic on a pipe: no lock needed in a signal handler."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        detail = describe_status(status).encode()
+        os.write(3, HEADER.pack(WORKER_EXIT, pid, len(detail)) + detail)
+
+
 def install_streams(channel: FrameChannel) -> None:
     sys.stdout = ActivationStream(1, channel, is_err=False)
     sys.stderr = ActivationStream(2, channel, is_err=True)
@@ -546,7 +571,7 @@ def main() -> None:
     if mode == "async":
         serve_async(runner, requests)
         return
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # forked workers are reaped by the kernel
+    signal.signal(signal.SIGCHLD, reap_workers)
     for kind, _, _ in requests:
         if kind == FORK:
             fork_worker(func)
