@@ -50,6 +50,22 @@ def test_memory_limit_kills_only_the_hogging_worker_sync(start_proxy, tmp_path) 
     assert proxy.run({}) == (200, {"ok": True})
 
 
+def test_memory_limit_applies_to_the_nodejs_launcher(start_proxy) -> None:
+    """Node.js: a launcher over the limit is killed, reported, and restarted for the next run."""
+    proxy = start_proxy("nodejs", env={"ACTIONPROXY_MEMORY_LIMIT": str(200 * 1024 * 1024)})
+    code = ("async function main(args) {\n"
+            "  if (args.hog) {\n"
+            "    const blob = Buffer.alloc(400 * 1024 * 1024, 1);\n"
+            "    await new Promise(r => setTimeout(r, 10000));\n"
+            "    return {len: blob.length};\n"
+            "  }\n"
+            "  return {ok: true};\n"
+            "}\n")
+    assert proxy.init(code)[0] == 200
+    assert proxy.run({"hog": True}) == (502, {"error": EXHAUSTED})
+    assert proxy.run({}) == (200, {"ok": True})
+
+
 def test_memory_limit_applies_to_blackbox_exec(start_proxy) -> None:
     """A one-shot exec that grows past the limit is killed and reported the same way."""
     proxy = start_proxy("blackbox", env={"ACTIONPROXY_MEMORY_LIMIT": str(100 * 1024 * 1024)})
