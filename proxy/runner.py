@@ -113,12 +113,12 @@ class ActionRunner:
 
     async def _preinstalled(self) -> Executor:
         """Blackbox before any code: `exec` in the action folder (an image built FROM ours),
-        else the stub that says how to replace it."""
-        root = self.config.action_dir
-        if not (root / EXECUTABLE).is_file():
-            root = self.config.runtimes_dir / "blackbox"
+        else the stub that says how to replace it (a one-shot script, whatever the mode)."""
+        preinstalled = (self.config.action_dir / EXECUTABLE).is_file()
+        root = self.config.action_dir if preinstalled else self.config.runtimes_dir / "blackbox"
         source = ActionSource("executable", root, EXECUTABLE, "main")
-        executor = self._executor_for(source, {})
+        executor = (self._executor_for(source, {}) if preinstalled
+                    else OneshotExecutor(self.config, self.passthrough))
         await executor.init(source, {})
         return executor
 
