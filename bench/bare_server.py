@@ -5,12 +5,16 @@ OpenWhisk /run body and answer with its `value`, so the ratio proxy/bare is the 
 the proxy's extra work (channel, launcher, framing), not of JSON or HTTP. Its listen backlog
 is the 1024 that the proxy's CLI asks for.
 
-Usage: python bench/bare_server.py --port N   (listens on 127.0.0.1 only)
+With --wait S it is instead the in-process equivalent of bench/actions/wait_async.py for
+the in-flight scenario: sleep S seconds, then answer {"id": value["i"]}.
+
+Usage: python bench/bare_server.py --port N [--wait S]   (listens on 127.0.0.1 only)
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 import orjson
 import uvloop
@@ -22,12 +26,24 @@ async def run(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(message.get("value", {})), content_type="application/json")
 
 
+def waiting(seconds: float):
+    async def run(request: web.Request) -> web.Response:
+        message = orjson.loads(await request.read())
+        await asyncio.sleep(seconds)
+        return web.Response(body=orjson.dumps({"id": message.get("value", {}).get("i")}),
+                            content_type="application/json")
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, required=True)
-    port = parser.parse_args().port
+    parser.add_argument("--wait", type=float, help="answer {id: value.i} after this many seconds")
+    args = parser.parse_args()
+    port = args.port
     app = web.Application(client_max_size=80 * 1024 * 1024)
-    app.add_routes([web.post("/run", run)])
+    app.add_routes([web.post("/run", run if args.wait is None else waiting(args.wait))])
     web.run_app(app, host="127.0.0.1", port=port, backlog=1024, print=None, access_log=None,
                 loop=uvloop.new_event_loop())
 

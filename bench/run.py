@@ -1,9 +1,10 @@
-"""`make bench`: echo /run throughput and latency, large payloads, and cold start.
+"""`make bench`: echo /run throughput and latency, large payloads, cold start, and 10,000 in flight.
 
 The proxy (async action, and sync action on forked workers) is measured against a bare
 aiohttp + uvloop server in the same run, point by point, so that the ratios hold on a noisy
 machine even when the absolute numbers do not. The server under test and everything it starts
-run on one CPU, like a 1-CPU function container; wrk and this script run on another.
+run on one CPU, like a 1-CPU function container; wrk and this script (the in-flight client)
+run on another. `--only inflight` (repeatable: load, coldstart, inflight) runs just those parts.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import orjson
 
 import coldstart
+import inflight
 import loadgen
 import report
 from servers import BENCH, ROOT, Server
@@ -31,6 +33,7 @@ LARGE_KIB = 256
 # shapes, because JSON parsing dominates one and moving bytes dominates the other
 POINTS = [("c=1", "small", 1), ("c=16", "small", 16), ("c=256", "small", 256),
           (f"{LARGE_KIB}KiB records c=8", "records", 8), (f"{LARGE_KIB}KiB string c=8", "string", 8)]
+PARTS = ("load", "coldstart", "inflight")
 
 
 def run_body(value: object) -> bytes:
@@ -108,32 +111,43 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=5, help="length of each load point (default 5)")
     parser.add_argument("--rounds", type=int, default=10, help="cold starts per server kind (default 10)")
+    parser.add_argument("--inflight-rounds", type=int, default=3,
+                        help="in-flight runs per server, the median reported (default 3)")
+    parser.add_argument("--only", action="append", choices=PARTS,
+                        help="run only this part (repeatable; default: all of them)")
     args = parser.parse_args()
+    parts = [part for part in PARTS if part in (args.only or PARTS)]
     server_cpu, client_cpu = cpus()
     os.sched_setaffinity(0, {client_cpu})
-    wrk = loadgen.ensure_wrk()
+    wrk = loadgen.ensure_wrk() if "load" in parts else ""
     started = time.monotonic()
     results: dict = {"timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                      "machine": machine(),
-                     "settings": {"seconds": args.seconds, "rounds": args.rounds, "server_cpu": server_cpu,
-                                  "client_cpu": client_cpu}}
-    servers: dict[str, Server] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-bodies-") as tmp:
-        try:
-            servers["bare"] = Server("bare", server_cpu)
-            for name, action in ACTIONS.items():
-                servers[name] = Server("proxy", server_cpu, action)
-            for server in servers.values():
-                server.wait_ready()
-            print(f"load: {args.seconds} s per point, servers on CPU {server_cpu}, wrk on CPU {client_cpu}",
-                  flush=True)
-            results["points"] = load(wrk, servers, write_bodies(Path(tmp)), args.seconds, client_cpu)
-        finally:
-            for server in servers.values():
-                server.stop()
-    print(f"cold start: {args.rounds} rounds", flush=True)
-    results["coldstart"] = coldstart.measure(ACTIONS, args.rounds, server_cpu)
-    report.add_ratios(results["points"])
+                     "settings": {"parts": parts, "seconds": args.seconds, "rounds": args.rounds,
+                                  "server_cpu": server_cpu, "client_cpu": client_cpu}}
+    if "load" in parts:
+        servers: dict[str, Server] = {}
+        with tempfile.TemporaryDirectory(prefix="bench-bodies-") as tmp:
+            try:
+                servers["bare"] = Server("bare", server_cpu)
+                for name, action in ACTIONS.items():
+                    servers[name] = Server("proxy", server_cpu, action)
+                for server in servers.values():
+                    server.wait_ready()
+                print(f"load: {args.seconds} s per point, servers on CPU {server_cpu}, wrk on CPU {client_cpu}",
+                      flush=True)
+                results["points"] = load(wrk, servers, write_bodies(Path(tmp)), args.seconds, client_cpu)
+            finally:
+                for server in servers.values():
+                    server.stop()
+        report.add_ratios(results["points"])
+    if "coldstart" in parts:
+        print(f"cold start: {args.rounds} rounds", flush=True)
+        results["coldstart"] = coldstart.measure(ACTIONS, args.rounds, server_cpu)
+    if "inflight" in parts:
+        print(f"in flight: {inflight.N:,} x {inflight.WAIT_S:g} s, servers on CPU {server_cpu}, "
+              f"asyncio client on CPU {client_cpu}", flush=True)
+        results["inflight"] = inflight.measure(server_cpu, client_cpu, args.inflight_rounds)
     results["targets"] = report.targets(results)
     results["settings"]["wall_seconds"] = round(time.monotonic() - started, 1)
     out = BENCH / "results"

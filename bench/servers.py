@@ -46,21 +46,24 @@ def post(port: int, path: str, body: bytes, timeout: float = 10.0) -> tuple[int,
 
 
 class Server:
-    """One server process; `kind` is "bare", or "proxy" with an optional action to --init."""
+    """One server process; `kind` is "bare" (with `options` for bare_server.py), or "proxy"
+    with an optional action to --init, serving `runtime`; `env` is added to its environment."""
 
-    def __init__(self, kind: str, cpu: int, init: Path | None = None) -> None:
+    def __init__(self, kind: str, cpu: int, init: Path | None = None, runtime: str = "python",
+                 env: dict[str, str] | None = None, options: tuple[str, ...] = ()) -> None:
         self.kind = kind
         self.port = free_port()
         if kind == "bare":
-            cmd = [sys.executable, str(BENCH / "bare_server.py"), "--port", str(self.port)]
+            cmd = [sys.executable, str(BENCH / "bare_server.py"), "--port", str(self.port), *options]
         else:
-            cmd = [str(VENV_BIN / "actionproxy"), "serve", "--runtime", "python", "--port", str(self.port)]
+            cmd = [str(VENV_BIN / "actionproxy"), "serve", "--runtime", runtime, "--port", str(self.port)]
             if init is not None:
                 cmd += ["--init", str(init)]
         self.tmp = tempfile.TemporaryDirectory(prefix="bench-server-")
         # the launcher runs on this venv's interpreter, as on an image's python3 with actionproxy
         # installed: `python3` on PATH may be a pyenv shim, a bash script that costs ~70 ms per start
-        env = dict(os.environ, ACTIONPROXY_HOST=HOST, ACTIONPROXY_PYTHON=sys.executable, TMPDIR=self.tmp.name)
+        env = dict(os.environ, ACTIONPROXY_HOST=HOST, ACTIONPROXY_PYTHON=sys.executable, TMPDIR=self.tmp.name,
+                   **(env or {}))
         self.log = tempfile.TemporaryFile()
         self.started = time.perf_counter()
         self.process = subprocess.Popen(["taskset", "-c", str(cpu), *cmd], cwd=ROOT, env=env,
