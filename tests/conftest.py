@@ -68,8 +68,8 @@ class Proxy:
             if self.process.poll() is not None:
                 raise RuntimeError(f"proxy exited: {self.err_path.read_text()}")
             try:
-                self.post("/run", b"{}")
-                return
+                with urllib.request.urlopen(self.base + "/healthz", timeout=5):
+                    return
             except OSError:
                 time.sleep(0.02)
         raise RuntimeError("proxy did not start listening within 20 s")

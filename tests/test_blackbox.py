@@ -5,8 +5,8 @@ Every test drives a real `actionproxy serve --runtime blackbox` over real HTTP a
 arrival in a folder and waits until all have arrived, with a 30 s cap that answers an error
 instead), process cleanup by polling for the pids to be gone (with a cap), never by timing.
 
-The harness's readiness probe (`POST /run {}`) already runs the stub (or the pre-installed
-`exec`) once, so stream checks look only at what was written after a mark (`Mark`).
+Stream checks look only at what was written after a mark (`Mark`), so that the blocks of a
+test's own earlier runs (its set-up) do not count.
 """
 
 from __future__ import annotations
@@ -149,12 +149,12 @@ done
 # ---------------------------------------------------------------- helpers
 
 class Mark:
-    """The proxy's streams from now on (the readiness probe's block is already written)."""
+    """The proxy's streams from now on, once `sentinels` earlier blocks are written."""
 
-    def __init__(self, proxy: Proxy, sentinels: int = 1) -> None:
+    def __init__(self, proxy: Proxy, sentinels: int = 0) -> None:
         self.proxy = proxy
         wait_until(lambda: all(s.count(SENTINEL) >= sentinels for s in proxy.streams(settle=0)),
-                   "the readiness probe's log block")
+                   "the earlier log blocks")
         self.out_at, self.err_at = (len(s) for s in proxy.streams())
 
     def streams(self) -> tuple[str, str]:
@@ -343,7 +343,7 @@ def test_last_line_not_an_object_is_502_and_logged(start_proxy, last: str) -> No
     """A last line that is not a JSON object or array answers exactly NOT_A_DICT; that line is in the stdout log."""
     script = f"#!/bin/bash\necho 'first line'\necho '{last}'\n"
     proxy = started(blackbox(start_proxy), script)
-    mark = Mark(proxy, sentinels=1)
+    mark = Mark(proxy)
     status, body, raw = proxy.post("/run", {"value": {}})
     assert status == 502 and raw == json.dumps({"error": NOT_A_DICT}, separators=(",", ":")).encode(), raw
     out, err = mark.check()
@@ -472,7 +472,7 @@ def test_huge_output_is_streamed_and_logs_are_truncated(start_proxy) -> None:
 
     sampler = threading.Thread(target=sample)
     sampler.start()
-    mark = Mark(proxy, sentinels=2)
+    mark = Mark(proxy, sentinels=1)
     try:
         result = proxy.run({"lines": lines}, timeout=120)
     finally:
@@ -574,8 +574,8 @@ def test_loop_mode_container_runs_a_preinstalled_loop_exec(start_proxy, tmp_path
     (action_dir / "exec").write_text(LOOP_EXEC)
     (action_dir / "exec").chmod(0o755)
     proxy = blackbox(start_proxy, env={"ACTIONPROXY_ACTION_DIR": str(action_dir), MODE: "loop"})
-    results = [proxy.run({"id": f"p{i}"}) for i in range(3)]  # the harness's probe was call 1
-    assert [(s, b["id"], b["count"]) for s, b in results] == [(200, "p0", 2), (200, "p1", 3), (200, "p2", 4)], results
+    results = [proxy.run({"id": f"p{i}"}) for i in range(3)]
+    assert [(s, b["id"], b["count"]) for s, b in results] == [(200, "p0", 1), (200, "p1", 2), (200, "p2", 3)], results
     assert len({b["pid"] for _, b in results}) == 1
 
 
