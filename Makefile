@@ -3,7 +3,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: dev run test bench clean
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+# Debian's docker client has BuildKit built in (a newer client on PATH may want buildx)
+DOCKER ?= $(shell test -x /usr/bin/docker && echo /usr/bin/docker || echo docker)
+RUNTIMES := python nodejs blackbox
+# Behind a TLS-intercepting proxy: make images CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
+CA_BUNDLE ?=
+comma := ,
+SECRET := $(if $(CA_BUNDLE),--secret id=ca_bundle$(comma)src=$(CA_BUNDLE))
+
+.PHONY: dev run test bench clean base-images images
 
 dev: $(VENV)/.installed
 
@@ -23,6 +32,15 @@ test: dev
 
 bench: dev
 	$(BIN)/python bench/run.py
+
+base-images:
+	DOCKER=$(DOCKER) runtimes/base/build.sh
+
+images: base-images
+	for r in $(RUNTIMES); do \
+	  DOCKER_BUILDKIT=1 $(DOCKER) build -q $(SECRET) --build-arg VERSION=$(VERSION) \
+	    -f runtimes/$$r/Dockerfile -t actionproxy/$$r:latest -t actionproxy/$$r:$(VERSION) . || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) bench/results .pytest_cache

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from actionproxy import __version__
 from actionproxy.config import RUNTIMES, Config
+from actionproxy.pid1 import become_init_if_pid1
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -39,6 +40,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "serve":
+        become_init_if_pid1()
     try:
         config = Config.from_env(args.runtime, args.port)
     except ValueError as exc:

@@ -54,6 +54,7 @@ class Config:
     port: int
     host: str
     action_dir: Path
+    preinstalled_exec: Path
     runtimes_dir: Path
     python: str
     node: str
@@ -94,6 +95,7 @@ class Config:
             port=port,
             host=env.get("ACTIONPROXY_HOST", "0.0.0.0") or "0.0.0.0",
             action_dir=Path(action_dir),
+            preinstalled_exec=Path(env.get("ACTIONPROXY_EXEC") or Path(action_dir) / "exec"),
             runtimes_dir=runtimes,
             python=env.get("ACTIONPROXY_PYTHON") or shutil.which("python3") or "python3",
             node=env.get("ACTIONPROXY_NODE") or shutil.which("node") or "node",

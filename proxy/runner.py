@@ -112,11 +112,14 @@ class ActionRunner:
         return ExecutableExecutor(self.config, self.passthrough)
 
     async def _preinstalled(self) -> Executor:
-        """Blackbox before any code: `exec` in the action folder (an image built FROM ours),
-        else the stub that says how to replace it (a one-shot script, whatever the mode)."""
-        preinstalled = (self.config.action_dir / EXECUTABLE).is_file()
-        root = self.config.action_dir if preinstalled else self.config.runtimes_dir / "blackbox"
-        source = ActionSource("executable", root, EXECUTABLE, "main")
+        """Blackbox before any code: the pre-installed `exec` (ACTIONPROXY_EXEC, where an image
+        built FROM ours puts it), else the stub that says how to replace it (a one-shot script,
+        whatever the mode)."""
+        exe = self.config.preinstalled_exec
+        preinstalled = exe.is_file()
+        if not preinstalled:
+            exe = self.config.runtimes_dir / "blackbox" / EXECUTABLE
+        source = ActionSource("executable", exe.parent, exe.name, "main")
         executor = (self._executor_for(source, {}) if preinstalled
                     else OneshotExecutor(self.config, self.passthrough))
         await executor.init(source, {})
