@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from actionproxy import __version__
-from actionproxy.config import RUNTIMES, Config
+from actionproxy.config import PLATFORMS, RUNTIMES, Config
 from actionproxy.pid1 import become_init_if_pid1
 
 
@@ -35,6 +35,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--init", type=Path, metavar="FILE",
                        help="load this source file or zip at start, as POST /init would")
     serve.add_argument("--main", default="main", help="entry point for --init (default: main)")
+    serve.add_argument("--platform", choices=PLATFORMS,
+                       help="contract to serve (default: $__OW_RUNTIME_PLATFORM, else openwhisk)")
     return top
 
 
@@ -43,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         become_init_if_pid1()
     try:
-        config = Config.from_env(args.runtime, args.port)
+        config = Config.from_env(args.runtime, args.port, platform=args.platform,
+                                 init_file=args.init, init_main=args.main)
     except ValueError as exc:
         print(f"actionproxy: {exc}", file=sys.stderr)
         return 2
@@ -58,5 +61,5 @@ def main(argv: list[str] | None = None) -> int:
     stem = spawn_stem_cell(config, socket_path) if config.launcher is not None else None
     from actionproxy.server import serve
 
-    serve(config, sock, stem, socket_path, args.init, args.main)
+    serve(config, sock, stem, socket_path)
     return 0

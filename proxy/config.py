@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 RUNTIMES = ("python", "nodejs", "blackbox")
+PLATFORMS = ("openwhisk", "knative")
+HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 LAUNCHERS = {"python": "launcher.py", "nodejs": "launcher.js"}  # blackbox runs executables only
 BLACKBOX_MODES = ("exec", "loop")
 MiB = 1024 * 1024
@@ -30,6 +32,41 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
 def _runtimes_dir() -> Path:
     """The launchers ship in `runtimes/` next to the package source (repo or image)."""
     return Path(__file__).resolve().parent.parent / "runtimes"
+
+
+PARAM_PREFIX = "ACTIONPROXY_PARAM_"
+
+
+def _http_methods(raw: str) -> tuple[str, ...]:
+    """`__OW_HTTP_METHODS` as OpenWhisk writes it, "[GET,POST]"; POST when unset."""
+    methods = tuple(m.strip().upper() for m in raw.strip().strip("[]").split(",") if m.strip())
+    unknown = [m for m in methods if m not in HTTP_METHODS]
+    if unknown:
+        raise ValueError(f"__OW_HTTP_METHODS: unsupported method(s) {', '.join(unknown)}")
+    return methods or ("POST",)
+
+
+@dataclass(frozen=True)
+class AutoInit:
+    """The action a dedicated container loads at start-up instead of waiting for `/init`:
+    OW_AUTOINIT (a file, folder or zip in the image) or, for compatibility with OpenWhisk's
+    Knative images, __OW_ACTION_CODE (source, or a base64 archive with __OW_ACTION_BINARY)."""
+
+    path: Path | None
+    code: str | None
+    binary: bool
+    main: str
+
+    @classmethod
+    def from_env(cls, env: dict[str, str], init_file: Path | None, init_main: str) -> "AutoInit | None":
+        if init_file is not None:
+            return cls(init_file, None, False, init_main)
+        if env.get("OW_AUTOINIT"):
+            return cls(Path(env["OW_AUTOINIT"]), None, False, env.get("OW_AUTOINIT_MAIN") or "main")
+        if env.get("__OW_ACTION_CODE"):
+            return cls(None, env["__OW_ACTION_CODE"], env.get("__OW_ACTION_BINARY", "").lower() == "true",
+                       env.get("__OW_ACTION_MAIN") or "main")
+        return None
 
 
 def _memory_limit(env: dict[str, str]) -> int | None:
@@ -68,6 +105,12 @@ class Config:
     max_archive: int
     wait_for_ack: bool
     cancel_grace: float
+    platform: str = "openwhisk"
+    http_methods: tuple[str, ...] = ("POST",)
+    raw_http: bool = False
+    autoinit: AutoInit | None = None
+    params_file: Path | None = None
+    env_params: tuple[tuple[str, str], ...] = ()
 
     @property
     def launcher(self) -> Path | None:
@@ -76,8 +119,12 @@ class Config:
 
     @classmethod
     def from_env(cls, runtime: str, port: int | None = None,
-                 env: dict[str, str] | None = None) -> "Config":
+                 env: dict[str, str] | None = None, platform: str | None = None,
+                 init_file: Path | None = None, init_main: str = "main") -> "Config":
         env = dict(os.environ) if env is None else env
+        platform = platform or env.get("__OW_RUNTIME_PLATFORM", "").lower() or "openwhisk"
+        if platform not in PLATFORMS:
+            raise ValueError(f"__OW_RUNTIME_PLATFORM ({platform}) is not supported: use openwhisk or knative")
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
         if port is None:
@@ -87,7 +134,8 @@ class Config:
         blackbox_mode = env.get("ACTIONPROXY_BLACKBOX_MODE", "exec") or "exec"
         if blackbox_mode not in BLACKBOX_MODES:
             raise ValueError(f"ACTIONPROXY_BLACKBOX_MODE must be 'exec' or 'loop', not {blackbox_mode!r}")
-        log_format = env.get("ACTIONPROXY_LOG_FORMAT", "sentinel") or "sentinel"
+        # OpenWhisk reads activation logs by their sentinels; elsewhere JSON lines carry the id
+        log_format = env.get("ACTIONPROXY_LOG_FORMAT") or ("sentinel" if platform == "openwhisk" else "json")
         if log_format not in ("sentinel", "json"):
             raise ValueError(f"ACTIONPROXY_LOG_FORMAT must be 'sentinel' or 'json', not {log_format!r}")
         return cls(
@@ -109,4 +157,11 @@ class Config:
             max_archive=_int(env, "ACTIONPROXY_MAX_ARCHIVE", 512 * MiB),
             wait_for_ack=bool(env.get("OW_WAIT_FOR_ACK")),
             cancel_grace=_int(env, "ACTIONPROXY_CANCEL_GRACE_MS", 2000) / 1000,
+            platform=platform,
+            http_methods=_http_methods(env.get("__OW_HTTP_METHODS", "")),
+            raw_http=env.get("__OW_ACTION_RAW", "").lower() == "true",
+            autoinit=AutoInit.from_env(env, init_file, init_main),
+            params_file=Path(env["ACTIONPROXY_PARAMS_FILE"]) if env.get("ACTIONPROXY_PARAMS_FILE") else None,
+            env_params=tuple(sorted((k[len(PARAM_PREFIX):], v) for k, v in env.items()
+                                    if k.startswith(PARAM_PREFIX) and len(k) > len(PARAM_PREFIX))),
         )

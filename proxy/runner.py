@@ -35,11 +35,18 @@ class ActionRunner:
         self._launcher = LauncherExecutor(config, self.passthrough, stem, socket_path)
         self.executor: Executor | None = None
         self.initialized = False  # /init was accepted (the platform calls it once)
+        self.dedicated = config.autoinit is not None  # the action is baked into the image
+        self.starting = self.dedicated  # until the baked-in action is loaded
+        self._started = asyncio.Event()
         self._initializing = False
         self._preinstalling: asyncio.Future[Executor] | None = None
         self._attempts = itertools.count(1)
         self.inflight = 0
         self.memory: MemoryGuard | None = None
+
+    def finish_starting(self) -> None:
+        self.starting = False
+        self._started.set()
 
     @property
     def ready(self) -> bool:
@@ -131,6 +138,8 @@ class ActionRunner:
         return errors.error(502, message)
 
     async def run(self, activation: Activation) -> ActivationResult:
+        if self.starting:  # the baked-in action is still loading: wait for it
+            await self._started.wait()
         if self.executor is None:
             if not self.ready:
                 return errors.not_initialized()

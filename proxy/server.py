@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import socket
-import sys
-from pathlib import Path
 
 from aiohttp import web
 
 from actionproxy import errors
-from actionproxy.archive import is_gzip, is_zip
+from actionproxy.autoinit import autoinit
 from actionproxy.activation import ActivationResult
 from actionproxy.config import Config
 from actionproxy.executor.process import SpawnedProcess
+from actionproxy.platform.knative import KnativePlatform
 from actionproxy.platform.openwhisk import OpenWhiskPlatform, respond
 from actionproxy.runner import ActionRunner
 
@@ -41,32 +40,20 @@ async def not_found(request: web.Request) -> web.Response:
     return respond(errors.error(404, f"There is no {request.method} {request.path} here: use POST /init and POST /run."))
 
 
-def init_from_file(runner: ActionRunner, path: Path, main: str):
-    """Start-up hook: load the action from a file as if it had been POSTed to /init."""
-
-    async def initialize(_: web.Application) -> None:
-        data = path.read_bytes()
-        binary = is_zip(data) or is_gzip(data)
-        code = base64.b64encode(data).decode() if binary else data.decode("utf-8")
-        result = await runner.init(code, binary, main, {})
-        if result.status != 200:
-            print(f"actionproxy: cannot load {path}: {result.body.decode()}", file=sys.stderr)
-            raise SystemExit(1)
-
-    return initialize
-
-
 def build_app(config: Config, stem: SpawnedProcess | None = None,
-              socket_path: str | None = None, init_file: Path | None = None,
-              main: str = "main") -> web.Application:
+              socket_path: str | None = None) -> web.Application:
     # aiohttp's 1 MiB default body limit would refuse real actions (48 MiB code, base64'd)
     app = web.Application(client_max_size=config.max_body)
     runner = ActionRunner(config, stem, socket_path)
-    app.add_routes(OpenWhiskPlatform(runner).routes())
+    platform = KnativePlatform(runner) if config.platform == "knative" else OpenWhiskPlatform(runner)
+    app.add_routes(platform.routes())
     app.add_routes(health_routes(runner))
     app.router.add_route("*", "/{tail:.*}", not_found)
-    if init_file is not None:
-        app.on_startup.append(init_from_file(runner, init_file, main))
+    if config.autoinit is not None:
+        async def start_autoinit(_: web.Application) -> None:
+            app["autoinit"] = asyncio.get_running_loop().create_task(autoinit(runner, config.autoinit))
+
+        app.on_startup.append(start_autoinit)
 
     async def close_runner(_: web.Application) -> None:
         runner.close()
@@ -76,9 +63,9 @@ def build_app(config: Config, stem: SpawnedProcess | None = None,
 
 
 def serve(config: Config, sock: socket.socket, stem: SpawnedProcess | None = None,
-          socket_path: str | None = None, init_file: Path | None = None, main: str = "main") -> None:
+          socket_path: str | None = None) -> None:
     import uvloop
 
     # backlog: aiohttp listens again on the socket, with 128 unless told (c=256 would drop SYNs)
-    web.run_app(build_app(config, stem, socket_path, init_file, main), sock=sock, print=None,
+    web.run_app(build_app(config, stem, socket_path), sock=sock, print=None,
                 access_log=None, backlog=BACKLOG, loop=uvloop.new_event_loop(), handle_signals=True)

@@ -76,7 +76,7 @@ class OpenWhiskPlatform:
         return respond(await self.runner.init(code, bool(value.get("binary")), main, env))
 
     async def run(self, request: web.Request) -> web.Response:
-        if not self.runner.ready:
+        if not (self.runner.ready or self.runner.starting):
             return respond(errors.not_initialized())
         body = await self._body(request)
         if isinstance(body, ActivationResult):

@@ -1,0 +1,216 @@
+"""Knative mode: one route (`/`) that takes OpenWhisk's Knative envelopes or any body at all,
+and answers like an OpenWhisk web action (spec section c; tekton-knative.md section 5.3).
+
+Request shapes on `/` (with the methods of __OW_HTTP_METHODS, POST by default):
+- `{"init": {...}}`, `{"activation": {...}, "value": {...}}`, or both (init, then run);
+- `{"value": {...}}` alone, or any other JSON object: the function's parameters;
+- any other body or content type: `__ow_body` (text, or base64 for binary types).
+Every run also gets the HTTP context: `__ow_method`, `__ow_headers`, `__ow_path`,
+`__ow_query`, `__ow_user`; with __OW_ACTION_RAW=true the parameters come only as `__ow_body`.
+Default parameters (ACTIONPROXY_PARAMS_FILE, then ACTIONPROXY_PARAM_<name>) are merged under
+each request's own.
+
+Fixed against OpenWhisk's Knative mode: the action of a dedicated image is loaded at start-up,
+a bare body is accepted, CORS header values are spelt right, errors are JSON with a fitting
+status, and a failing run in the init+run path still gets an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from actionproxy.activation import Activation, ActivationResult
+from actionproxy.config import Config
+from actionproxy.runner import ActionRunner
+
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "OPTIONS, GET, DELETE, POST, PUT, HEAD, PATCH",
+    "Access-Control-Allow-Headers": "Authorization, Origin, X-Requested-With, Content-Type, Accept, User-Agent",
+}
+DEDICATED = "Cannot initialize a runtime with a dedicated function: its action was loaded at start-up."
+CONTEXT_ENV = ("K_SERVICE", "K_REVISION", "K_CONFIGURATION")
+TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript",
+              "application/x-www-form-urlencoded")
+
+
+def default_params(config: Config) -> dict[str, Any]:
+    """Bound parameters, lowest precedence first: the JSON file, then ACTIONPROXY_PARAM_*
+    (a value that parses as JSON is taken as JSON, otherwise as a string)."""
+    params: dict[str, Any] = {}
+    if config.params_file is not None:
+        loaded = json.loads(Path(config.params_file).read_text())
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{config.params_file} must hold a JSON object")
+        params.update(loaded)
+    for name, raw in config.env_params:
+        try:
+            params[name] = json.loads(raw)
+        except ValueError:
+            params[name] = raw
+    return params
+
+
+def _is_text(content_type: str) -> bool:
+    return content_type.startswith(TEXT_TYPES) or content_type.endswith(("+json", "+xml"))
+
+
+class KnativePlatform:
+    def __init__(self, runner: ActionRunner) -> None:
+        self.runner = runner
+        self.config = runner.config
+        self.defaults = default_params(self.config)
+        self.context = {name.lower(): os.environ[name] for name in CONTEXT_ENV if os.environ.get(name)}
+
+    def routes(self) -> list[web.RouteDef]:
+        routes = [web.route(method, "/", self.handle) for method in self.config.http_methods]
+        if "OPTIONS" not in self.config.http_methods:
+            routes.append(web.options("/", self.preflight))
+        return routes
+
+    async def preflight(self, _: web.Request) -> web.Response:
+        return web.Response(status=200, headers=CORS)
+
+    # ------------------------------------------------------------------ requests
+    async def handle(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _json(413, {"error": f"The request body is larger than the limit of "
+                                        f"{self.config.max_body} bytes (ACTIONPROXY_MAX_BODY)."})
+        message = self._envelope(request, body)
+        if message is None:
+            return _json(400, {"error": "The request body is not valid JSON."})
+        if "init" in message:
+            init = message["init"]
+            if self.runner.dedicated:
+                return _json(403, {"error": DEDICATED})
+            if not isinstance(init, dict):
+                return _json(400, {"error": "'init' must be a JSON object."})
+            result = await self.runner.init(init.get("code"), bool(init.get("binary")),
+                                            init.get("main") or "main", _strings(init.get("env")))
+            if result.status != 200 or not ("value" in message or "activation" in message):
+                return _json(result.status, orjson.loads(result.body))
+        if not (self.runner.ready or self.runner.starting):
+            return _json(500, {"error": "No action is loaded yet: send an 'init' first."})
+        return await self._run(request, message, body)
+
+    def _envelope(self, request: web.Request, body: bytes) -> dict | None:
+        """The request as {init?, activation?, value}; None for a JSON body that does not parse."""
+        content_type = request.content_type
+        if body and (content_type == "application/json" or content_type.endswith("+json")):
+            try:
+                parsed = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                return None
+            if isinstance(parsed, dict) and ({"init", "activation", "value"} & parsed.keys()):
+                return parsed
+            return {"value": parsed, "raw": body}
+        if not body:
+            return {"value": {}}
+        encoded = body.decode("utf-8", "replace") if _is_text(content_type) else base64.b64encode(body).decode()
+        return {"value": {"__ow_body": encoded}, "raw": body}
+
+    async def _run(self, request: web.Request, message: dict, body: bytes) -> web.Response:
+        value = message.get("value", {})
+        if not isinstance(value, (dict, list)):
+            value = {"__ow_body": value}
+        http = {
+            "__ow_method": request.method,
+            "__ow_headers": {k.lower(): v for k, v in request.headers.items()},
+            "__ow_path": request.match_info.get("tail", ""),
+            "__ow_query": dict(request.query),
+            "__ow_user": os.environ.get("__OW_NAMESPACE", ""),
+        }
+        if self.config.raw_http:
+            raw = message.get("raw") or orjson.dumps(value)
+            params: Any = {**http, "__ow_body": base64.b64encode(raw).decode()}
+        elif isinstance(value, dict):
+            params = {**self.defaults, **dict(request.query), **value, **http}
+        else:
+            params = value
+        activation = message.get("activation") if isinstance(message.get("activation"), dict) else {}
+        context = {**self.context, **{k: v for k, v in activation.items() if k != "value"}}
+        context.setdefault("activation_id", uuid.uuid4().hex)
+        run_body = orjson.dumps({**context, "value": params})
+        deadline = _deadline(context.get("deadline"))
+        result = await self.runner.run(Activation(run_body, str(context["activation_id"]), deadline,
+                                                  {**context, "value": params}))
+        return web_response(result)
+
+
+def _strings(env: Any) -> dict[str, str]:
+    if not isinstance(env, dict):
+        return {}
+    return {str(k): v if isinstance(v, str) else ("" if v is None else orjson.dumps(v).decode())
+            for k, v in env.items()}
+
+
+def _deadline(raw: Any) -> float | None:
+    """Knative requests rarely carry one; when they do, it is epoch ms like OpenWhisk's."""
+    try:
+        epoch_ms = float(raw)
+    except (TypeError, ValueError):
+        return None
+    if not epoch_ms > time.time() * 1000:
+        return None
+    return asyncio.get_running_loop().time() + (epoch_ms - time.time() * 1000) / 1000
+
+
+def _json(status: int, payload: Any) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json",
+                        headers=CORS)
+
+
+def web_response(result: ActivationResult) -> web.Response:
+    """The activation's result as a web action answers: statusCode / headers / body when the
+    result has them, else the result as JSON. An application error ({"error": ...}) is a 400,
+    a rejected activation (cap) a 503, the proxy's other errors keep their status."""
+    payload = orjson.loads(result.body)
+    if result.status != 200:
+        status = 503 if result.status == 429 else result.status
+        return _json(status, payload)
+    if isinstance(payload, dict) and "error" in payload:
+        return _json(400, payload)
+    if not (isinstance(payload, dict) and {"statusCode", "headers", "body"} & payload.keys()):
+        return _json(200, payload)
+    headers = {str(k): str(v) for k, v in (payload.get("headers") or {}).items()}
+    content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
+    headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+    status = int(payload.get("statusCode") or 200)
+    body = payload.get("body")
+    if content_type is None:
+        content_type = "text/html" if isinstance(body, str) else "application/json"
+    if body is None or body == "":
+        data = b""
+    elif isinstance(body, str):
+        data = body.encode("utf-8") if _is_text(content_type) else _decode_binary(body)
+    else:
+        data = orjson.dumps(body)
+    if status == 200 and not data:
+        status = 204
+    for name, value in CORS.items():
+        if not any(k.lower() == name.lower() for k in headers):
+            headers[name] = value
+    if status == 204:
+        return web.Response(status=204, headers=headers)
+    headers["Content-Type"] = content_type
+    return web.Response(status=status, body=data, headers=headers)
+
+
+def _decode_binary(body: str) -> bytes:
+    """Binary content types carry their body base64-encoded (as web actions do)."""
+    try:
+        return base64.b64decode(body, validate=True)
+    except ValueError:
+        return body.encode("utf-8")
