@@ -29,6 +29,10 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
     return value
 
 
+def _flag(env: dict[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _runtimes_dir() -> Path:
     """The launchers ship in `runtimes/` next to the package source (repo or image)."""
     return Path(__file__).resolve().parent.parent / "runtimes"
@@ -105,6 +109,9 @@ class Config:
     max_archive: int
     wait_for_ack: bool
     cancel_grace: float
+    drain_seconds: float = 30.0
+    debug: bool = False
+    debug_port: int | None = None  # None: the runtime's usual inspector port
     platform: str = "openwhisk"
     http_methods: tuple[str, ...] = ("POST",)
     raw_http: bool = False
@@ -157,6 +164,9 @@ class Config:
             max_archive=_int(env, "ACTIONPROXY_MAX_ARCHIVE", 512 * MiB),
             wait_for_ack=bool(env.get("OW_WAIT_FOR_ACK")),
             cancel_grace=_int(env, "ACTIONPROXY_CANCEL_GRACE_MS", 2000) / 1000,
+            drain_seconds=float(_int(env, "ACTIONPROXY_DRAIN_SECONDS", 30)),
+            debug=_flag(env, "ACTIONPROXY_DEBUG") or _flag(env, "__OW_RUNTIME_DEBUG"),
+            debug_port=_int(env, "ACTIONPROXY_DEBUG_PORT", 0) or None,
             platform=platform,
             http_methods=_http_methods(env.get("__OW_HTTP_METHODS", "")),
             raw_http=env.get("__OW_ACTION_RAW", "").lower() == "true",

@@ -19,6 +19,8 @@ COMPILE_FAILED = "The action failed to generate or locate a binary. See logs for
 START_FAILED = "Cannot start action. Check logs for details."
 EXITED_DURING_INIT = "Command exited abruptly during initialization."
 COMMAND_EXITED = "command exited"
+DEADLINE_PASSED = "The action did not finish by its deadline"
+SHUTTING_DOWN = "The container is shutting down and takes no new work: send it to another container."
 
 
 def error(status: int, message: str) -> ActivationResult:
@@ -39,7 +41,17 @@ def command_exited(detail: str) -> ActivationResult:
 
 def deadline_passed(killed: bool) -> ActivationResult:
     what = "its process was killed" if killed else "it was cancelled"
-    return error(502, f"The action did not finish by its deadline and {what}.")
+    return error(502, f"{DEADLINE_PASSED} and {what}.")
+
+
+def shutting_down() -> ActivationResult:
+    """503: OpenWhisk's "container shutting down"; the invoker sends the activation elsewhere."""
+    return error(503, SHUTTING_DOWN)
+
+
+def stopped_at_shutdown(drain_seconds: float) -> ActivationResult:
+    return error(502, f"The container shut down before the action finished: it was stopped at the end "
+                      f"of the drain period ({drain_seconds:g} s, ACTIONPROXY_DRAIN_SECONDS).")
 
 
 def too_many(limit: int) -> ActivationResult:

@@ -10,6 +10,7 @@ import base64
 import binascii
 import itertools
 import shutil
+import time
 import traceback
 
 from actionproxy import errors
@@ -23,6 +24,7 @@ from actionproxy.executor.memory import MemoryGuard, Watched
 from actionproxy.executor.oneshot import OneshotExecutor
 from actionproxy.executor.process import SpawnedProcess
 from actionproxy.logs import LogWriter
+from actionproxy.metrics import ProxyMetrics
 
 BLACKBOX_MODE_KEY = "ACTIONPROXY_BLACKBOX_MODE"
 
@@ -43,21 +45,44 @@ class ActionRunner:
         self._attempts = itertools.count(1)
         self.inflight = 0
         self.memory: MemoryGuard | None = None
+        self.metrics = ProxyMetrics()
+        self.draining = False  # after SIGTERM: in-flight work finishes, new work gets 503
+        self.debug = config.debug  # ACTIONPROXY_DEBUG: say what happens on stderr
+        self._stopped = False  # the drain period ended with work still running
+        self._closed = False
 
     def finish_starting(self) -> None:
         self.starting = False
         self._started.set()
+        self.metrics.mark_ready()
 
     @property
     def ready(self) -> bool:
         """Can run: initialized, or a blackbox with its pre-installed (or stub) executable."""
         return self.executor is not None or self.config.runtime == "blackbox"
 
+    @property
+    def idle(self) -> bool:
+        """Nothing taken on is still under way: no activation, /init, or start-up load."""
+        return not (self.inflight or self.starting or self._initializing
+                    or (self._preinstalling is not None and not self._preinstalling.done()))
+
+    @property
+    def launcher_restarts(self) -> int:
+        executors = {id(e): e for e in (self._launcher, self.executor) if e is not None}
+        return sum(e.restarts for e in executors.values())
+
+    @property
+    def memory_kills(self) -> int:
+        return self.memory.kills if self.memory is not None else 0
+
     def passthrough(self, is_err: bool, data: bytes) -> None:
         """Output that belongs to no activation goes to the container log as it comes."""
         self.logs.raw(is_err, data)
 
     async def init(self, code: str | None, binary: bool, main: str, env: dict[str, str]) -> ActivationResult:
+        if self.draining:
+            return errors.shutting_down()
         if self.initialized or self._initializing:
             self.logs.proxy_error(errors.REINIT, sentinels=False)
             return errors.error(403, errors.REINIT)
@@ -67,10 +92,16 @@ class ActionRunner:
             self.initialized = True  # the skeleton's rule: no code keeps the pre-installed exec
             return ActivationResult(200, b'{"ok":true}')
         self._initializing = True
+        started = time.perf_counter()
         try:
             result = await self._init(code, binary, main, env)
         finally:
             self._initializing = False
+        self.metrics.init_seconds = time.perf_counter() - started
+        if self.debug:
+            self.logs.raw(True, f"actionproxy: debug: init (main {main!r}, {'binary' if binary else 'source'}, "
+                                f"{len(code)} chars): {result.status} in "
+                                f"{self.metrics.init_seconds * 1000:.1f} ms\n".encode())
         self.initialized = result.status == 200
         return result
 
@@ -138,24 +169,30 @@ class ActionRunner:
         return errors.error(502, message)
 
     async def run(self, activation: Activation) -> ActivationResult:
+        if self.draining:  # SIGTERM: what runs finishes, nothing new starts
+            return self.metrics.count(errors.shutting_down())
         if self.starting:  # the baked-in action is still loading: wait for it
             await self._started.wait()
         if self.executor is None:
             if not self.ready:
-                return errors.not_initialized()
+                return self.metrics.count(errors.not_initialized())
             if self._preinstalling is None:  # one start, however many activations wait for it
                 self._preinstalling = asyncio.ensure_future(self._preinstalled())
             try:
                 executor = await asyncio.shield(self._preinstalling)
             except InitError as exc:
                 self._preinstalling = None
-                return self._init_failed(exc)
+                return self.metrics.count(self._init_failed(exc))
             if self.executor is None:
                 self.executor = executor
                 self._guard_memory()
         if self.inflight >= self.config.max_concurrent:
-            return errors.too_many(self.config.max_concurrent)
+            return self.metrics.count(errors.too_many(self.config.max_concurrent))
         self.inflight += 1
+        started = time.perf_counter()
+        if self.debug:
+            self.logs.raw(True, f"actionproxy: debug: activation {activation.activation_id or '-'} started "
+                                f"({self.inflight} in flight)\n".encode())
         try:
             result = await self.executor.run(activation)
         except Exception as exc:  # a bug of ours: answer in the contract's shape, keep serving
@@ -163,10 +200,29 @@ class ActionRunner:
             result = errors.error(500, f"Internal error: {exc!r}")
         finally:
             self.inflight -= 1
+        if self._stopped and result.status != 200:  # still running at the end of the drain
+            result = errors.stopped_at_shutdown(self.config.drain_seconds)
+        seconds = time.perf_counter() - started
+        self.metrics.activation(result, seconds)
+        if self.debug:
+            self.logs.raw(True, f"actionproxy: debug: activation {activation.activation_id or '-'} ended: "
+                                f"{result.status} in {seconds * 1000:.1f} ms\n".encode())
         self.logs.activation(activation.logs, activation.activation_id)
         return result
 
+    def stop(self) -> int:
+        """The drain period is over: stop what still runs (its activations get the shutdown
+        error) and start nothing new. Returns how many activations were stopped."""
+        stopping = self.inflight
+        self._stopped = True
+        self.close()
+        return stopping
+
     def close(self) -> None:
+        if self._closed:
+            self.logs.flush()
+            return
+        self._closed = True
         if self.executor is not None:
             self.executor.close()
         if self.executor is not self._launcher:

@@ -9,31 +9,14 @@ from aiohttp import web
 
 from actionproxy import errors
 from actionproxy.autoinit import autoinit
-from actionproxy.activation import ActivationResult
 from actionproxy.config import Config
 from actionproxy.executor.process import SpawnedProcess
+from actionproxy.lifecycle import Drain, health_routes
 from actionproxy.platform.knative import KnativePlatform
 from actionproxy.platform.openwhisk import OpenWhiskPlatform, respond
 from actionproxy.runner import ActionRunner
 
 BACKLOG = 1024
-
-
-def health_routes(runner: ActionRunner) -> list[web.RouteDef]:
-    """/healthz: the proxy serves. /readyz: it can take an activation now (initialized or a
-    blackbox with its exec, and under the in-flight cap), so a balancer can route elsewhere."""
-
-    async def healthz(_: web.Request) -> web.Response:
-        return respond(ActivationResult(200, b'{"ok":true}'))
-
-    async def readyz(_: web.Request) -> web.Response:
-        if not runner.ready:
-            return respond(ActivationResult(503, b'{"ready":false,"reason":"not initialized"}'))
-        if runner.inflight >= runner.config.max_concurrent:
-            return respond(ActivationResult(503, b'{"ready":false,"reason":"full"}'))
-        return respond(ActivationResult(200, b'{"ready":true}'))
-
-    return [web.get("/healthz", healthz), web.get("/readyz", readyz)]
 
 
 async def not_found(request: web.Request) -> web.Response:
@@ -45,6 +28,7 @@ def build_app(config: Config, stem: SpawnedProcess | None = None,
     # aiohttp's 1 MiB default body limit would refuse real actions (48 MiB code, base64'd)
     app = web.Application(client_max_size=config.max_body)
     runner = ActionRunner(config, stem, socket_path)
+    app.on_startup.append(Drain(runner, config.drain_seconds).on_startup)  # owns SIGTERM/SIGINT
     platform = KnativePlatform(runner) if config.platform == "knative" else OpenWhiskPlatform(runner)
     app.add_routes(platform.routes())
     app.add_routes(health_routes(runner))
@@ -66,6 +50,9 @@ def serve(config: Config, sock: socket.socket, stem: SpawnedProcess | None = Non
           socket_path: str | None = None) -> None:
     import uvloop
 
-    # backlog: aiohttp listens again on the socket, with 128 unless told (c=256 would drop SYNs)
+    # backlog: aiohttp listens again on the socket, with 128 unless told (c=256 would drop SYNs).
+    # Signals: the Drain handles them and then raises GracefulExit; shutdown_timeout bounds the
+    # wait for handlers still answering once the listener is closed.
     web.run_app(build_app(config, stem, socket_path), sock=sock, print=None,
-                access_log=None, backlog=BACKLOG, loop=uvloop.new_event_loop(), handle_signals=True)
+                access_log=None, backlog=BACKLOG, loop=uvloop.new_event_loop(), handle_signals=False,
+                shutdown_timeout=config.drain_seconds)

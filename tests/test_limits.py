@@ -111,7 +111,8 @@ def _get(proxy: Proxy, path: str) -> tuple[int, dict]:
 
 
 def test_health_and_readiness_report_initialized_and_full(start_proxy, tmp_path) -> None:
-    """/healthz always answers; /readyz is 503 before init, 200 after, 503 "full" at the cap."""
+    """/healthz is 200 while the proxy takes work (/init, before any action) and 503 "full" at
+    the in-flight cap; /readyz is 503 before init, 200 after, 503 "full" at the cap."""
     proxy = start_proxy(env={"ACTIONPROXY_MAX_CONCURRENT": "2"})
     assert _get(proxy, "/healthz") == (200, {"ok": True})
     assert _get(proxy, "/readyz") == (503, {"ready": False, "reason": "not initialized"})
@@ -133,11 +134,13 @@ def test_health_and_readiness_report_initialized_and_full(start_proxy, tmp_path)
                 break
             status, body = _get(proxy, "/readyz")
         assert (status, body) == (503, {"ready": False, "reason": "full"})
+        assert _get(proxy, "/healthz") == (503, {"ok": False, "reason": "full"})
     finally:
         gate.touch()
         for thread in threads:
             thread.join(30)
     assert _get(proxy, "/readyz") == (200, {"ready": True})
+    assert _get(proxy, "/healthz") == (200, {"ok": True})
 
 
 def test_blackbox_is_ready_without_init(start_proxy) -> None:

@@ -28,4 +28,9 @@ class Executor(Protocol):
 
     def watched(self) -> Iterable[Watched]: ...
 
+    @property
+    def restarts(self) -> int:
+        """How many times a launcher (or multiplexing executable) was started again after it ended."""
+        ...
+
     def close(self) -> None: ...

@@ -45,6 +45,7 @@ class LauncherExecutor:
         self._zygote: ActionLoopChannel | None = None
         self._listener: socket.socket | None = None
         self._forks: collections.deque[asyncio.Future[tuple[int, int]]] = collections.deque()
+        self._zygote_restarts = 0
 
     # ------------------------------------------------------------------ loading
     def _channel(self, child: SpawnedProcess) -> ActionLoopChannel:
@@ -57,6 +58,8 @@ class LauncherExecutor:
         """A launcher with the action loaded; raises InitError."""
         stem, self._stem = self._stem, None
         channel = self._channel(stem or spawn_stem_cell(self._config, self._socket_path))
+        if self._config.debug:
+            self._debug_lifetime(channel)
         try:
             await channel.ack
             if channel.protocol != 2:
@@ -73,6 +76,12 @@ class LauncherExecutor:
             channel.kill("unknown mode")
             raise InitError("start", f"the launcher reported an unknown mode: {reply.get('mode')!r}")
         return channel, reply
+
+    def _debug_lifetime(self, channel: ActionLoopChannel) -> None:
+        say = self._passthrough
+        say(True, f"actionproxy: debug: launcher pid {channel.pid} started\n".encode())
+        channel.dead.add_done_callback(
+            lambda dead: say(True, f"actionproxy: debug: launcher pid {channel.pid} ended: {dead.result()}\n".encode()))
 
     async def init(self, source: ActionSource, env: dict[str, str]) -> None:
         self._spec = orjson.dumps({"root": str(source.root), "entry": source.entry,
@@ -136,6 +145,8 @@ class LauncherExecutor:
     async def _fork_worker(self) -> ActionLoopChannel:
         zygote = self._zygote
         if zygote is None or not zygote.alive:
+            if zygote is not None:
+                self._zygote_restarts += 1
             zygote, _ = await self._load()
             zygote.on_worker_exit = self._worker_exited
             self._zygote = zygote
@@ -157,6 +168,11 @@ class LauncherExecutor:
         return channel
 
     # ------------------------------------------------------------------ running
+    @property
+    def restarts(self) -> int:
+        """Async launchers restarted by the pool, and zygotes loaded again for a fork."""
+        return (self._pool.restarts if self._pool is not None else 0) + self._zygote_restarts
+
     def watched(self) -> list[ActionLoopChannel]:
         zygote = [self._zygote] if self._zygote is not None and self._zygote.alive else []
         return (self._pool.watched() if self._pool is not None else []) + zygote

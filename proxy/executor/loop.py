@@ -65,6 +65,11 @@ class ExecutableExecutor:
             loop, ProcessHandle(loop, child.pid, own_child=True), child.results, child.stdin,
             self._config.log_limit, stdout_fd=child.stdout, stderr_fd=child.stderr,
             passthrough=self._passthrough)
+        if self._config.debug:
+            say = self._passthrough
+            say(True, f"actionproxy: debug: action process pid {channel.pid} started\n".encode())
+            channel.dead.add_done_callback(lambda dead: say(
+                True, f"actionproxy: debug: action process pid {channel.pid} ended: {dead.result()}\n".encode()))
         if self._config.wait_for_ack:
             try:
                 await channel.ack
@@ -86,6 +91,11 @@ class ExecutableExecutor:
 
     def watched(self) -> list[ActionLoopChannel]:
         return self._pool.watched() if self._pool is not None else []
+
+    @property
+    def restarts(self) -> int:
+        """A multiplexing (v2) executable restarted; v1 processes come and go with the load."""
+        return self._pool.restarts if self._pool is not None else 0
 
     def close(self) -> None:
         if self._pool is not None:

@@ -95,6 +95,7 @@ class OneshotExecutor:
         self._slots: asyncio.Semaphore | None = None
         self._deadlines: DeadlineWheel | None = None
         self._running: set[RunningExec] = set()
+        self._closed = False
 
     async def init(self, source: ActionSource, env: dict[str, str]) -> None:
         self._argv0 = str(source.root / source.entry)
@@ -106,6 +107,8 @@ class OneshotExecutor:
     async def run(self, activation: Activation) -> ActivationResult:
         assert self._slots is not None
         async with self._slots:
+            if self._closed:
+                return errors.shutting_down()
             return await self._run(activation)
 
     async def _run(self, activation: Activation) -> ActivationResult:
@@ -179,8 +182,14 @@ class OneshotExecutor:
     def watched(self) -> list[RunningExec]:
         return list(self._running)
 
+    restarts = 0  # nothing lives between activations
+
     def close(self) -> None:
-        """Running processes end with their activations; nothing is kept between them."""
+        """Nothing is kept between activations; whatever still runs (the drain period is
+        over) is killed with its process group, and activations waiting for a slot get none."""
+        self._closed = True
+        for running in list(self._running):
+            running.abort("the proxy is shutting down")
 
 
 def _done(future: asyncio.Future[None]) -> None:

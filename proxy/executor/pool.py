@@ -60,6 +60,8 @@ class ChannelPool:
 
     async def _replace(self) -> None:
         """Restart the lost channel now, so the next activation does not wait for it."""
+        if self._closed:
+            return
         try:
             await self._grow(replacing=True)
         except Exception as exc:  # the next activation retries and reports it
@@ -97,6 +99,8 @@ class ChannelPool:
         loop = asyncio.get_running_loop()
         grow_at = loop.time() + (GROW_AFTER if self.channels else 0.0)
         while True:
+            if self._closed:
+                raise StartFailed("the proxy is shutting down")
             for channel in self.channels:
                 if channel.has_room:
                     return channel
@@ -131,7 +135,8 @@ class ChannelPool:
             except TimeoutError:
                 return errors.deadline_passed(killed=False)
             except StartFailed as exc:
-                os.write(2, f"actionproxy: cannot start the action: {exc}\n".encode())
+                if not self._closed:  # closed: the proxy is shutting down, nothing to report
+                    os.write(2, f"actionproxy: cannot start the action: {exc}\n".encode())
                 return errors.error(502, errors.START_FAILED)
         future = channel.submit(activation)
         if activation.deadline is None:
@@ -158,3 +163,5 @@ class ChannelPool:
         self._closed = True
         for channel in list(self.channels):
             channel.kill("the proxy is shutting down")
+        for waiter in self._waiters:  # activations waiting for room learn there will be none
+            _wake(waiter)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
 import tempfile
 
 from actionproxy import __version__
@@ -10,12 +12,36 @@ from actionproxy.config import Config
 from actionproxy.executor.process import SpawnedProcess, spawn
 
 
+DEBUG_PORTS = {"python": 5678, "nodejs": 9229}  # debugpy's and Node's usual inspector ports
+
+
 def launcher_argv(config: Config) -> list[str]:
+    """The launcher's command; in debug mode (ACTIONPROXY_DEBUG) under the language's
+    inspector, listening on ACTIONPROXY_DEBUG_PORT for a debugger to attach."""
+    port = config.debug_port or DEBUG_PORTS.get(config.runtime)
     if config.runtime == "python":
-        return [config.python, "-u", str(config.launcher)]
+        inspector = (["-m", "debugpy", "--listen", f"0.0.0.0:{port}"]
+                     if config.debug and has_debugpy(config.python) else [])
+        return [config.python, "-u", *inspector, str(config.launcher)]
     if config.runtime == "nodejs":
-        return [config.node, str(config.launcher)]
+        inspector = [f"--inspect=0.0.0.0:{port}"] if config.debug else []
+        return [config.node, *inspector, str(config.launcher)]
     raise ValueError(f"the {config.runtime} runtime has no launcher")
+
+
+@functools.cache
+def has_debugpy(python: str) -> bool:
+    """Whether the launcher's interpreter (not necessarily the proxy's) can import debugpy;
+    asked once, and said on stderr when it cannot."""
+    probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('debugpy') is None)"
+    try:
+        found = subprocess.run([python, "-c", probe], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        found = False
+    if not found:
+        os.write(2, f"actionproxy: debug: debugpy is not installed for {python}, so the Python launcher "
+                    f"runs without a debugger to attach to (pip install debugpy to get one)\n".encode())
+    return found
 
 
 def worker_socket_path() -> str:
