@@ -37,11 +37,18 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--main", default="main", help="entry point for --init (default: main)")
     serve.add_argument("--platform", choices=PLATFORMS,
                        help="contract to serve (default: $__OW_RUNTIME_PLATFORM, else openwhisk)")
+    from actionproxy import ksvc  # argparse only; PyYAML is imported when a manifest is written
+
+    ksvc.add_parser(commands)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "ksvc":
+        from actionproxy.ksvc import run
+
+        return run(args)
     if args.command == "serve":
         become_init_if_pid1()
     try:
