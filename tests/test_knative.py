@@ -126,6 +126,18 @@ def test_stem_cell_init_then_run_and_init_run_in_one(start_proxy) -> None:
     assert (status, json.loads(body)) == (200, {"got": 2, "id": "k2"})
 
 
+def test_stem_cell_accepts_the_same_init_again_but_not_another(start_proxy) -> None:
+    """Routing sends init+run to any container: the init of the loaded action is a no-op there,
+    a different action is refused (403), and the runs keep working."""
+    proxy = start_proxy("python", env=KNATIVE)
+    init = {"code": "def main(a):\n    return {'n': a.get('n')}\n"}
+    for n in (1, 2):
+        status, _, body = call(proxy, {"init": init, "activation": {}, "value": {"n": n}})
+        assert (status, json.loads(body)) == (200, {"n": n})
+    other = {"code": "def main(a):\n    return {}\n"}
+    assert call(proxy, {"init": other, "activation": {}, "value": {}})[0] == 403
+
+
 def test_bare_json_text_and_binary_bodies(start_proxy) -> None:
     """Any body is input: a bare JSON object is the parameters; text and binary bodies arrive
     in __ow_body (binary base64-encoded), with the method, path, headers and query."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import os
 import time
@@ -71,6 +72,7 @@ class KnativePlatform:
         self.config = runner.config
         self.defaults = default_params(self.config)
         self.context = {name.lower(): os.environ[name] for name in CONTEXT_ENV if os.environ.get(name)}
+        self._loaded: bytes | None = None  # which init this stem cell holds
 
     def routes(self) -> list[web.RouteDef]:
         routes = [web.route(method, "/", self.handle) for method in self.config.http_methods]
@@ -97,13 +99,25 @@ class KnativePlatform:
                 return _json(403, {"error": DEDICATED})
             if not isinstance(init, dict):
                 return _json(400, {"error": "'init' must be a JSON object."})
-            result = await self.runner.init(init.get("code"), bool(init.get("binary")),
-                                            init.get("main") or "main", _strings(init.get("env")))
+            result = await self._init(init)
             if result.status != 200 or not ("value" in message or "activation" in message):
                 return _json(result.status, orjson.loads(result.body))
         if not (self.runner.ready or self.runner.starting):
             return _json(500, {"error": "No action is loaded yet: send an 'init' first."})
         return await self._run(request, message, body)
+
+    async def _init(self, init: dict) -> ActivationResult:
+        """A stem cell's init. Routing sends init+run to whichever container it picks, so the
+        init of the action already loaded here is a no-op; a different one is refused."""
+        key = hashlib.sha256(orjson.dumps([init.get("code"), bool(init.get("binary")), init.get("main") or "main",
+                                           init.get("env")], option=orjson.OPT_SORT_KEYS)).digest()
+        if self.runner.initialized and key == self._loaded:
+            return ActivationResult(200, b'{"ok":true}')
+        result = await self.runner.init(init.get("code"), bool(init.get("binary")),
+                                        init.get("main") or "main", _strings(init.get("env")))
+        if result.status == 200:
+            self._loaded = key
+        return result
 
     def _envelope(self, request: web.Request, body: bytes) -> dict | None:
         """The request as {init?, activation?, value}; None for a JSON body that does not parse."""
