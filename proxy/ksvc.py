@@ -8,7 +8,7 @@ Writes the manifest as YAML to stdout or a file (`-o`). Two kinds, told apart by
   behind an external control plane, so the Service is cluster-local unless told otherwise.
 
 The settings follow deploy/knative/README.md: one port 8080 named http1, readiness and liveness
-on GET /healthz of that port, containerConcurrency equal to ACTIONPROXY_MAX_CONCURRENT, a memory
+on that port (readiness GET /healthz, liveness GET /livez), containerConcurrency equal to ACTIONPROXY_MAX_CONCURRENT, a memory
 limit (the proxy's memory guard acts at 90% of it), a non-root read-only container with an
 emptyDir on /tmp, and the autoscaling annotations. PyYAML is imported only when the command
 runs, so `actionproxy serve` does not pay for it.
@@ -28,6 +28,7 @@ from actionproxy import __version__
 PORT = 8080
 PORT_NAME = "http1"  # HTTP/1.1 only; the other name Knative allows, h2c, is HTTP/2 cleartext
 HEALTH_PATH = "/healthz"
+LIVENESS_PATH = "/livez"  # only fails when the proxy is broken; /healthz also says "full"
 PLATFORM_ENV = ("__OW_RUNTIME_PLATFORM", "knative")
 VISIBILITY_LABEL = "networking.knative.dev/visibility"
 VISIBILITIES = ("public", "cluster-local")
@@ -198,7 +199,7 @@ class ServiceSpec:
             "resources": {"requests": {"memory": self.memory}, "limits": {"memory": self.memory}},
             # no periodSeconds: Knative's queue-proxy then probes every 25 ms until ready (cold start)
             "readinessProbe": {"httpGet": {"path": HEALTH_PATH}},
-            "livenessProbe": {"httpGet": {"path": HEALTH_PATH},
+            "livenessProbe": {"httpGet": {"path": LIVENESS_PATH},
                               "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 6},
             "securityContext": {
                 "runAsNonRoot": True,

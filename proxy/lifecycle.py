@@ -6,6 +6,8 @@ SIGTERM. Routes for both platforms, on the serving port.
   loading ("starting"), after SIGTERM ("draining"), and at the in-flight cap ("full").
 - `GET /readyz`: 200 when an activation can run now: as /healthz, and 503 "not initialized"
   before an action is loaded.
+- `GET /livez`: 200 while the proxy's event loop answers at all, busy, starting or draining
+  included: the liveness probe, which must not restart a container for being full.
 - `GET /metrics`: Prometheus text (proxy/metrics.py).
 
 The drain: SIGTERM (or SIGINT) turns the runner to draining at once (health 503, new work
@@ -59,7 +61,11 @@ def health_routes(runner: ActionRunner) -> list[web.RouteDef]:
         body = runner.metrics.render(runner.inflight, runner.launcher_restarts, runner.memory_kills)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
-    return [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics)]
+    async def livez(_: web.Request) -> web.Response:
+        return respond(ActivationResult(200, b'{"alive":true}'))
+
+    return [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/livez", livez),
+            web.get("/metrics", metrics)]
 
 
 def _raise_graceful_exit() -> None:

@@ -46,7 +46,7 @@ port named `http1`/`h2c`/empty and not a reserved port, probes on the serving po
 readiness-probe rule for `periodSeconds: 0`, reserved environment variables, mounts backed by
 volumes and not on reserved paths, DNS-1035 names, autoscaling annotations that parse. And the
 proxy's own rules: `__OW_RUNTIME_PLATFORM=knative`, `containerConcurrency` equal to
-`ACTIONPROXY_MAX_CONCURRENT`, probes on `/healthz`, a memory limit, the securityContext.
+`ACTIONPROXY_MAX_CONCURRENT`, readiness on `/healthz` and liveness on `/livez`, a memory limit, the securityContext.
 """
 
 from __future__ import annotations
@@ -239,14 +239,14 @@ def knative_problems(manifest: dict) -> list[str]:
         problems.append(f"containerPort {port['containerPort']} is reserved by Knative")
     if port.get("protocol", "TCP") != "TCP":
         problems.append("the port protocol must be TCP")
-    for probe_name in ("readinessProbe", "livenessProbe"):
+    for probe_name, path in (("readinessProbe", "/healthz"), ("livenessProbe", "/livez")):
         probe = container.get(probe_name)
         if probe is None:
             problems.append(f"no {probe_name}")
             continue
         get = probe.get("httpGet", {})
-        if get.get("path") != "/healthz":
-            problems.append(f"{probe_name} is not httpGet /healthz")
+        if get.get("path") != path:
+            problems.append(f"{probe_name} is not httpGet {path}")
         if "port" in get and get["port"] not in (port.get("containerPort"), port.get("name")):
             problems.append(f"{probe_name} port {get['port']!r} is not the serving port")
     readiness = container.get("readinessProbe", {})

@@ -376,3 +376,30 @@ def test_debug_opens_the_node_inspector(start_proxy) -> None:
     _, err = proxy.streams()
     assert f"Debugger listening on ws://0.0.0.0:{port}/" in err
     assert re.search(r"actionproxy: debug: activation node-dbg ended: 200 in [\d.]+ ms", err), err
+
+
+@pytest.mark.host_only("the gate is a file on the host")
+def test_livez_stays_200_when_full(start_proxy, tmp_path) -> None:
+    """/livez (the liveness probe) is 200 while /healthz says "full": busy is not broken."""
+    import threading
+    import urllib.request
+
+    proxy = start_proxy(env={"ACTIONPROXY_MAX_CONCURRENT": "1"})
+    gate = tmp_path / "gate"
+    code = ("import asyncio, os\nasync def main(a):\n"
+            "    while not os.path.exists(a['gate']):\n        await asyncio.sleep(0.01)\n    return {}\n")
+    assert proxy.init(code)[0] == 200
+    worker = threading.Thread(target=proxy.run, args=({"gate": str(gate)},))
+    worker.start()
+    try:
+        for _ in range(500):
+            try:
+                urllib.request.urlopen(proxy.base + "/healthz", timeout=5)
+            except urllib.error.HTTPError as err:
+                assert err.code == 503
+                break
+        with urllib.request.urlopen(proxy.base + "/livez", timeout=5) as response:
+            assert response.status == 200
+    finally:
+        gate.touch()
+        worker.join(30)
