@@ -24,6 +24,8 @@ import pytest
 
 from conftest import SENTINEL, Proxy, zip_b64
 
+TARGETS = ("host", "container")  # every test runs against a host proxy and the runtime image
+
 NOT_A_DICT = "The action did not return a dictionary or array."
 BAD_ARGUMENT = "The action did not receive a dictionary or array as an argument."
 COMPILE_FAILED = "The action failed to generate or locate a binary. See logs for details."
@@ -271,6 +273,7 @@ def test_70_zip_exec_without_mode_bits_runs(start_proxy) -> None:
     assert proxy.run({}) == (200, {"msg": "hello zip"})
 
 
+@pytest.mark.host_only("asserts that the exec runs in the host folder passed as ACTIONPROXY_ACTION_DIR (a container has its own /tmp/actions)")
 def test_71_working_directory_is_the_action_folder(start_proxy, tmp_path: Path) -> None:
     """f.6.71: $PWD and `pwd` agree, are the folder the code was written to (the skeleton's /action), and files of the zip are readable by relative path."""
     action_dir = tmp_path / "actions"
@@ -301,6 +304,7 @@ def test_73_array_input_arrives_as_dollar_1(start_proxy) -> None:
     assert proxy.run([]) == (200, [])
 
 
+@pytest.mark.host_only("asserts that the exec runs in the host folder it was installed in (a container mounts it at /action)")
 def test_preinstalled_exec_runs_without_init(start_proxy, tmp_path: Path) -> None:
     """An image built FROM the blackbox one puts `exec` in the action folder: it runs with no /init, in that folder."""
     action_dir = tmp_path / "preinstalled"
@@ -489,6 +493,7 @@ def test_huge_output_is_streamed_and_logs_are_truncated(start_proxy) -> None:
 
 # ---------------------------------------------------------------- deadlines, process groups
 
+@pytest.mark.host_only("polls the host's /proc for pids the exec reports from inside its pid namespace")
 def test_deadline_kills_the_exec_and_its_process_group(start_proxy, tmp_path: Path) -> None:
     """At its deadline an exec is killed with the child it left in the background; the next run works."""
     proxy = started(blackbox(start_proxy), STUCK_EXEC)
@@ -502,6 +507,7 @@ def test_deadline_kills_the_exec_and_its_process_group(start_proxy, tmp_path: Pa
     assert proxy.run({"quick": True}) == (200, {"quick": True})
 
 
+@pytest.mark.host_only("polls the host's /proc for a pid the exec reports from inside its pid namespace")
 def test_children_left_behind_are_killed_after_the_result(start_proxy, tmp_path: Path) -> None:
     """An exec that answers and exits while its background child still holds stdout: the result comes back and the child is killed."""
     proxy = started(blackbox(start_proxy), STUCK_EXEC)

@@ -19,6 +19,8 @@ import pytest
 
 from conftest import Proxy
 
+TARGETS = ("host", "container")  # every test runs against a host proxy and the runtime image
+
 NOT_INITIALIZED = "no action defined yet"
 NOT_A_DICT = "The action did not return a dictionary or array."
 BAD_ARGUMENT = "The action did not receive a dictionary or array as an argument."
@@ -283,6 +285,7 @@ def test_result_not_a_json_object_is_502_not_a_dict(start_proxy, mode: str, how:
 
 # ---------------------------------------------------------------- deadlines
 
+@pytest.mark.host_only("polls the host's /proc for a pid the action reports from inside its pid namespace")
 def test_deadline_kills_a_sleeping_sync_worker(start_proxy, tmp_path: Path) -> None:
     """A sync activation past its deadline answers 502, its worker process is killed, and the next /run works."""
     proxy = started(start_proxy(), "sync")
@@ -309,6 +312,7 @@ def test_deadline_cancels_an_awaiting_async_activation(start_proxy, tmp_path: Pa
     proxy.check_streams(sentinels=3)
 
 
+@pytest.mark.host_only("polls the host's /proc for a pid the action reports from inside its pid namespace")
 def test_deadline_kills_an_async_launcher_blocking_its_loop(start_proxy) -> None:
     """An async activation that blocks the loop past deadline + cancel grace gets the launcher killed and restarted; the next /run works."""
     proxy = started(start_proxy(env={"ACTIONPROXY_CANCEL_GRACE_MS": "300"}), "async")

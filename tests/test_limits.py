@@ -9,6 +9,8 @@ import urllib.request
 
 from conftest import Proxy, zip_b64
 
+TARGETS = ("host", "container")  # every test runs against a host proxy and the runtime image
+
 EXHAUSTED = "The action exhausted its memory and was aborted."
 
 HOG = """

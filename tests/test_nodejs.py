@@ -34,6 +34,8 @@ import pytest
 
 from conftest import SENTINEL, Proxy, zip_b64
 
+TARGETS = ("host", "container")  # every test runs against a host proxy and the runtime image
+
 NOT_A_DICT = b'{"error":"The action did not return a dictionary or array."}'
 CANCELLED = "The action did not finish by its deadline and it was cancelled."
 COMPILE_FAILED = "The action failed to generate or locate a binary. See logs for details."

@@ -10,6 +10,8 @@ import base64
 
 from conftest import Proxy, zip_b64
 
+TARGETS = ("host", "container")  # every test runs against a host proxy and the runtime image
+
 IDENTITY = "def main(args):\n    return args\n"
 
 ECHO_WITH_LOGS = """
