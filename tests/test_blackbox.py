@@ -81,8 +81,9 @@ BOUNDED_EXEC = r"""#!/bin/bash
 [[ $1 =~ \"dir\":\"([^\"]+)\" ]] && dir=${BASH_REMATCH[1]}
 [[ $1 =~ \"n\":([0-9]+) ]] && n=${BASH_REMATCH[1]}
 [[ $1 =~ \"i\":([0-9]+) ]] && i=${BASH_REMATCH[1]}
-touch "$dir/alive.$i" "$dir/arrived.$i"
-alive=("$dir"/alive.*)
+touch "$dir/alive.$i"
+alive=("$dir"/alive.*)  # counted before arriving: nobody leaves until all have arrived
+touch "$dir/arrived.$i"
 start=$SECONDS
 arrived=("$dir"/arrived.*)
 while (( ${#arrived[@]} < n && SECONDS - start < 30 )); do
