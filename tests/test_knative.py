@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Proxy, free_port, zip_b64
+from conftest import Proxy, docker, free_port, image, require_docker, zip_b64
 
 KNATIVE = {"__OW_RUNTIME_PLATFORM": "knative"}
 HELLO = "function main(params) { return {payload: 'Hello World!'}; }"
@@ -262,3 +263,37 @@ def test_parameter_precedence(start_proxy, tmp_path: Path) -> None:
                            "ACTIONPROXY_PARAM_c": "env", "ACTIONPROXY_PARAM_n": "42"})
     status, _, body = call(proxy, {"value": {"d": "body"}}, path="/?c=query")
     assert (status, json.loads(body)) == (200, {"a": "file", "b": "env", "c": "query", "d": "body", "n": 42})
+
+
+# ---------------------------------------------------------------- a dedicated image, for real
+
+def test_dedicated_image_answers_its_first_post(tmp_path: Path) -> None:
+    """An image FROM actionproxy/python with COPY + ENV OW_AUTOINIT answers its very first
+    POST / with the function's result (the function was loaded before the port answered)."""
+    require_docker("python")
+    (tmp_path / "hello.py").write_text("def main(args):\n    return {'greeting': 'Hello, ' + args['name']}\n")
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {image('python')}\n"
+        "COPY hello.py /action/hello.py\n"
+        "ENV __OW_RUNTIME_PLATFORM=knative OW_AUTOINIT=/action/hello.py\n")
+    tag = "actionproxy-test/knative-dedicated:latest"
+    docker("build", "-q", "-t", tag, str(tmp_path), timeout=300)
+    container = docker("run", "-d", "-p", "127.0.0.1::8080", tag).stdout.strip()
+    try:
+        port = int(docker("port", container, "8080/tcp").stdout.split(":")[-1])
+        body = json.dumps({"name": "Ada"}).encode()
+        for _ in range(1500):  # until the port answers at all; the first answer must be the result
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/", data=body, method="POST",
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    status, answer = response.status, json.loads(response.read())
+                break
+            except (urllib.error.URLError, ConnectionError) as err:
+                assert not isinstance(err, urllib.error.HTTPError), f"first answer was an error: {err}"
+                time.sleep(0.02)
+        else:
+            raise AssertionError("the container never answered")
+        assert (status, answer) == (200, {"greeting": "Hello, Ada"})
+    finally:
+        docker("rm", "-f", container, check=False)
