@@ -42,7 +42,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -383,3 +383,21 @@ def start_proxy(tmp_path: Path, target: str) -> Iterator:
 @pytest.fixture
 def proxy(start_proxy) -> Proxy:
     return start_proxy()
+
+
+def wait_until(condition: Callable[[], bool], what: str, cap: float = 30, pause: float = 0.02) -> None:
+    """Poll until `condition()` holds; fail (not hang) after `cap` seconds."""
+    limit = time.monotonic() + cap
+    while not condition():
+        if time.monotonic() > limit:
+            raise AssertionError(f"{what} did not happen within {cap} s")
+        time.sleep(pause)
+
+
+def process_gone(pid: int) -> bool:
+    """True once `pid` no longer runs (absent, or a zombie nobody reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")

@@ -17,12 +17,12 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 import pytest
 
-from conftest import SENTINEL, Proxy, zip_b64
+from conftest import SENTINEL, Proxy, process_gone, wait_until, zip_b64
 
 TARGETS = ("host", "container")  # every test runs against a host proxy and the runtime image
 
@@ -172,21 +172,8 @@ class Mark:
         return out.replace(SENTINEL, "").strip(), err.replace(SENTINEL, "").strip()
 
 
-def wait_until(condition: Callable[[], bool], what: str, cap: float = 30) -> None:
-    """Poll until `condition()` holds; fail (not hang) after `cap` seconds."""
-    limit = time.monotonic() + cap
-    while not condition():
-        if time.monotonic() > limit:
-            raise AssertionError(f"{what} did not happen within {cap} s")
-        time.sleep(0.02)
 
 
-def process_gone(pid: int) -> bool:
-    """True once `pid` no longer runs (absent, or a zombie nobody reaped yet)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def deadline_in(ms: int) -> str:

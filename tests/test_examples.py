@@ -20,15 +20,13 @@ import shutil
 import struct
 import subprocess
 import threading
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
-from conftest import ROOT, SENTINEL
+from conftest import ROOT, SENTINEL, wait_until
 
 pytestmark = pytest.mark.timeout(900)  # the first test builds the images (apt-get in the C builder)
 
@@ -78,13 +76,6 @@ def images() -> dict[str, str]:
 
 # ---------------------------------------------------------------- containers
 
-def wait_until(condition: Callable[[], bool], what: str, cap: float = 30) -> None:
-    """Poll until `condition()` holds; fail (not hang) after `cap` seconds."""
-    limit = time.monotonic() + cap
-    while not condition():
-        if time.monotonic() > limit:
-            raise AssertionError(f"{what} did not happen within {cap} s")
-        time.sleep(0.05)
 
 
 class Container:

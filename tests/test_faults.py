@@ -13,11 +13,11 @@ import urllib.error
 import urllib.request
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
-from conftest import Proxy
+from conftest import Proxy, process_gone, wait_until
 
 TARGETS = ("host", "container")  # every test runs against a host proxy and the runtime image
 
@@ -124,22 +124,8 @@ ACTIONS = {"sync": SYNC_ACTION, "async": ASYNC_ACTION}
 
 # ---------------------------------------------------------------- helpers
 
-def wait_until(condition: Callable[[], bool], what: str, cap: float = 30) -> None:
-    """Poll until `condition()` holds; fail (not hang) after `cap` seconds."""
-    limit = time.monotonic() + cap
-    while not condition():
-        if time.monotonic() > limit:
-            raise AssertionError(f"{what} did not happen within {cap} s")
-        time.sleep(0.02)
 
 
-def process_gone(pid: int) -> bool:
-    """True once `pid` no longer runs (absent, or a zombie nobody reaped yet)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
 def deadline_in(ms: int) -> str:

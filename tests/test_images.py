@@ -26,10 +26,10 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from conftest import DOCKER, ROOT, RUNTIMES, ContainerProxy, docker, image, require_docker
+from conftest import DOCKER, ROOT, RUNTIMES, ContainerProxy, docker, image, require_docker, wait_until
 
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-COMPOSE_PROJECT = "actionproxy-tests"
+COMPOSE_PROJECT = f"actionproxy-tests-{os.getpid()}"  # per session: concurrent runs never share services
 README = ROOT / "README.md"
 
 # an action per runtime that says which uid ran it
@@ -56,12 +56,6 @@ echo '{"left": "three orphans"}'
 
 # ---------------------------------------------------------------- helpers
 
-def wait_until(condition: Callable[[], bool], what: str, cap: float = 30, pause: float = 0.02) -> None:
-    limit = time.monotonic() + cap
-    while not condition():
-        if time.monotonic() > limit:
-            raise AssertionError(f"{what} did not happen within {cap} s")
-        time.sleep(pause)
 
 
 def http(method: str, url: str, body: Any = None, timeout: float = 30) -> tuple[int, Any]:
