@@ -143,7 +143,7 @@ class Containers:
         return name, client
 
     def remove(self, name: str) -> None:
-        docker("rm", "-f", name, check=False)
+        docker("rm", "-f", "-v", name, check=False)
         self.names.discard(name)
 
     def close(self) -> None:

@@ -54,7 +54,7 @@ def container_round() -> float:
     try:
         return first_answer(port, started)
     finally:
-        subprocess.run([DOCKER, "rm", "-f", cid], capture_output=True)
+        subprocess.run([DOCKER, "rm", "-f", "-v", cid], capture_output=True)
 
 
 def host_round(source: Path) -> float:

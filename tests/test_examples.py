@@ -136,7 +136,7 @@ class Container:
         return split[0][:-1], split[1][:-1]
 
     def remove(self) -> None:
-        _docker("rm", "-f", self.id, check=False)
+        _docker("rm", "-f", "-v", self.id, check=False)
 
 
 @pytest.fixture

@@ -296,4 +296,4 @@ def test_dedicated_image_answers_its_first_post(tmp_path: Path) -> None:
             raise AssertionError("the container never answered")
         assert (status, answer) == (200, {"greeting": "Hello, Ada"})
     finally:
-        docker("rm", "-f", container, check=False)
+        docker("rm", "-f", "-v", container, check=False)
