@@ -24,7 +24,6 @@ import argparse
 import base64
 import http.client
 import os
-import platform
 import shutil
 import subprocess
 import tempfile
@@ -36,7 +35,7 @@ import orjson
 import psutil
 
 import loadgen
-from servers import HOST, ROOT, VENV_BIN, free_port, post
+from servers import HOST, ROOT, VENV_BIN, cpus, free_port, machine, post
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SKELETON_RPS = 350  # the dockerskeleton on this machine, exec mode (serialised)
@@ -262,22 +261,6 @@ def measure(wrk: str, server: BlackboxServer, body: Path, connections: int, seco
     after = server.cpu_seconds()
     cpu_us = {part: round((after[part] - before[part]) / max(point.requests, 1) * 1e6) for part in after}
     return point.as_dict() | {"cpu_us_per_request": cpu_us}
-
-
-def cpus() -> tuple[int, int]:
-    allowed = sorted(os.sched_getaffinity(0))
-    return allowed[0], allowed[1] if len(allowed) > 1 else allowed[0]
-
-
-def machine() -> dict[str, str]:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "proxy", "runtimes"], cwd=ROOT,
-                           capture_output=True, text=True)
-    return {"cpu": model, "cpus": str(os.cpu_count()), "python": platform.python_version(),
-            "kernel": platform.release(),
-            "commit": commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")}
 
 
 def verdict(point: dict) -> str:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import subprocess
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -24,7 +22,7 @@ import coldstart
 import inflight
 import loadgen
 import report
-from servers import BENCH, ROOT, Server
+from servers import BENCH, ROOT, Server, cpus, machine
 
 ACTIONS = {"proxy-async": BENCH / "actions" / "echo_async.py",
            "proxy-sync": BENCH / "actions" / "echo_sync.py"}
@@ -62,22 +60,6 @@ def write_bodies(directory: Path) -> dict[str, Path]:
         paths[name] = directory / f"{name}.json"
         paths[name].write_bytes(run_body(value))
     return paths
-
-
-def cpus() -> tuple[int, int]:
-    """(server CPU, client CPU): the first two this process may use."""
-    allowed = sorted(os.sched_getaffinity(0))
-    return allowed[0], allowed[1] if len(allowed) > 1 else allowed[0]
-
-
-def machine() -> dict[str, str]:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "proxy", "runtimes"], cwd=ROOT,
-                           capture_output=True, text=True)
-    return {"cpu": model, "cpus": str(os.cpu_count()), "python": platform.python_version(),
-            "commit": commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")}
 
 
 def measure(wrk: str, server: Server, body: Path, connections: int, seconds: int, client_cpu: int) -> dict:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import platform
 import socket
 import subprocess
 import sys
@@ -131,3 +132,19 @@ class Server:
                 pass
         self.log.close()
         self.tmp.cleanup()
+
+
+def cpus() -> tuple[int, int]:
+    """(server CPU, client CPU): the first two this process may use."""
+    allowed = sorted(os.sched_getaffinity(0))
+    return allowed[0], allowed[1] if len(allowed) > 1 else allowed[0]
+
+
+def machine() -> dict[str, str]:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "proxy", "runtimes"], cwd=ROOT,
+                           capture_output=True, text=True)
+    return {"cpu": model, "cpus": str(os.cpu_count()), "python": platform.python_version(),
+            "commit": commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")}
