@@ -1,6 +1,6 @@
 """The loaded action as the platforms see it: init once, run many, logs out in blocks.
 
-Platform modules (OpenWhisk today) turn HTTP into calls here; executors do the work.
+Platform modules (OpenWhisk, Knative) turn HTTP into calls here; executors do the work.
 """
 
 from __future__ import annotations

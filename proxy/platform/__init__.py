@@ -1,1 +1,1 @@
-"""Platforms: the HTTP shapes and response rules of OpenWhisk (and, later, Knative)."""
+"""Platforms: the HTTP shapes and response rules of OpenWhisk and of Knative."""
