@@ -52,7 +52,6 @@ proxy's own rules: `__OW_RUNTIME_PLATFORM=knative`, `containerConcurrency` equal
 from __future__ import annotations
 
 import copy
-import json
 import re
 import shlex
 import subprocess
@@ -63,6 +62,10 @@ import jsonschema
 import pytest
 import yaml
 
+from crd_schema import (  # the generic strict CRD-schema transform, shared with test_tekton.py
+    INT_OR_STRING, OBJECT_META, KubeValidator, replace_at, strict, subschemas,
+)
+
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy" / "knative"
 SCHEMAS = REPO.parent / "shared" / "schemas"
@@ -72,23 +75,7 @@ RESERVED_ENV = {"PORT", "K_SERVICE", "K_CONFIGURATION", "K_REVISION"}
 RESERVED_PORTS = {8012, 8013, 8022, 9090, 9091, 8008}
 RESERVED_MOUNTS = {"/", "/dev", "/dev/log"}
 DNS1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?\Z")
-INT_BOUNDS = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
 
-STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
-OBJECT_META = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string"},
-        "generateName": {"type": "string"},
-        "namespace": {"type": "string"},
-        "labels": STRING_MAP,
-        "annotations": STRING_MAP,
-        "finalizers": {"type": "array", "items": {"type": "string"}},
-        "ownerReferences": {"type": "array", "items": {"type": "object"}},
-    },
-    "additionalProperties": False,
-}
-INT_OR_STRING = {"anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": True}
 TIGHTEN = {  # JSON path in the schema (through `properties`/`items`) -> what replaces its schema
     ("spec", "template", "metadata"): OBJECT_META,
     ("spec", "template", "spec", "volumes", "[]", "emptyDir"): {
@@ -112,78 +99,6 @@ def load_crd_schema() -> dict:
     versions = [v for v in crd["spec"]["versions"] if v["name"] == "v1" and v.get("served")]
     assert len(versions) == 1, "the CRD should serve exactly one v1"
     return versions[0]["schema"]["openAPIV3Schema"]
-
-
-def subschemas(node: dict):
-    """The schemas directly inside one schema node."""
-    for child in node.get("properties", {}).values():
-        yield child
-    for key in ("items", "additionalProperties", "not"):
-        if isinstance(node.get(key), dict):
-            yield node[key]
-    for key in ("anyOf", "allOf", "oneOf"):
-        yield from node.get(key, [])
-
-
-def strict(node: dict) -> dict:
-    """Steps 1-6 of the module docstring, on a copy, everywhere in the tree."""
-    node = dict(node)
-    for key in ("properties",):
-        if key in node:
-            node[key] = {name: strict(child) for name, child in node[key].items()}
-    for key in ("items", "additionalProperties", "not"):
-        if isinstance(node.get(key), dict):
-            node[key] = strict(node[key])
-    for key in ("anyOf", "allOf", "oneOf"):
-        if key in node:
-            node[key] = [strict(child) for child in node[key]]
-    if node.get("x-kubernetes-int-or-string") and not ({"anyOf", "oneOf", "type"} & node.keys()):
-        node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-    if node.get("x-kubernetes-embedded-resource"):
-        node["properties"] = {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
-                              "metadata": {"type": "object"}, **node.get("properties", {})}
-        node["required"] = sorted({"apiVersion", "kind", *node.get("required", [])})
-    if node.get("nullable") and "type" in node:
-        node["type"] = [node["type"], "null"]
-    if node.get("format") in INT_BOUNDS and node.get("type") == "integer":
-        node.setdefault("minimum", INT_BOUNDS[node["format"]][0])
-        node.setdefault("maximum", INT_BOUNDS[node["format"]][1])
-    if ("properties" in node and "additionalProperties" not in node
-            and not node.get("x-kubernetes-preserve-unknown-fields")):
-        node["additionalProperties"] = False
-    return node
-
-
-def replace_at(schema: dict, path: tuple[str, ...], replacement: dict) -> None:
-    node = schema
-    for step in path[:-1]:
-        node = node["items"] if step == "[]" else node["properties"][step]
-    last = path[-1]
-    if last == "[]":
-        node["items"] = replacement
-    else:
-        assert last in node["properties"], f"no {'.'.join(path)} in the CRD"
-        node["properties"][last] = replacement
-
-
-def list_type(validator, kind, instance, schema):
-    """x-kubernetes-list-type: `set` items are unique; `map` items are unique by their keys."""
-    if not validator.is_type(instance, "array") or kind not in ("set", "map"):
-        return
-    seen: dict[str, int] = {}
-    keys = schema.get("x-kubernetes-list-map-keys", [])
-    for index, item in enumerate(instance):
-        if kind == "map" and isinstance(item, dict):
-            identity = json.dumps({key: item.get(key) for key in keys}, sort_keys=True)
-        else:
-            identity = json.dumps(item, sort_keys=True)
-        if identity in seen:
-            yield jsonschema.ValidationError(
-                f"duplicate entries {seen[identity]} and {index} ({kind} keyed by {keys or 'value'}: {identity})")
-        seen[identity] = index
-
-
-KubeValidator = jsonschema.validators.extend(jsonschema.Draft4Validator, {"x-kubernetes-list-type": list_type})
 
 
 def build_validator(crd_schema: dict, tighten: bool = True) -> jsonschema.protocols.Validator:
