@@ -40,6 +40,9 @@ def parser() -> argparse.ArgumentParser:
     from actionproxy import ksvc  # argparse only; PyYAML is imported when a manifest is written
 
     ksvc.add_parser(commands)
+    from actionproxy import bake
+
+    bake.add_parsers(commands)
     return top
 
 
@@ -49,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         from actionproxy.ksvc import run
 
         return run(args)
+    if args.command in ("bake", "build"):
+        from actionproxy import bake
+
+        return bake.run_bake(args) if args.command == "bake" else bake.run_build(args)
     if args.command == "serve":
         become_init_if_pid1()
     try:
