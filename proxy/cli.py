@@ -47,6 +47,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    local = "--local" in argv or any(a == "--source" or a.startswith("--source=") for a in argv)
+    if argv[:1] == ["build"] and not local:  # --source DIR is a local folder: bake.run_build's branch
+        from actionproxy.tekton.cli import run as run_cluster_build  # kubernetes is imported lazily there
+
+        return run_cluster_build(argv[1:])
     args = parser().parse_args(argv)
     if args.command == "ksvc":
         from actionproxy.ksvc import run
