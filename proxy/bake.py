@@ -200,7 +200,8 @@ def run_build(args) -> int:
     import tempfile
 
     if not args.local:
-        print("actionproxy build: cluster builds: not yet implemented; use --local", file=sys.stderr)
+        print("actionproxy build: --source is a local folder: add --local to build it with Docker here, "
+              "or give --source-url to build it in the cluster with Tekton", file=sys.stderr)
         return 2
     docker = _docker_client(args.docker)
     if docker is None:

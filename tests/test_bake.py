@@ -122,11 +122,13 @@ def test_bake_cli(tmp_path, capsys):
                      "--source", str(tmp_path / "missing"), "--output", str(out)]) == 2
 
 
-def test_build_without_local_is_not_implemented(tmp_path, capsys):
+def test_build_of_a_local_folder_needs_local(tmp_path, capsys):
+    """--source names a folder here: without --local that is a usage error that says what to do."""
     code = cli_main(["build", "--runtime", "python", "--target", "knative", "--runtime-image", "x" + DIGEST,
                      "--source", str(source(tmp_path, "python"))])
     assert code == 2
-    assert "cluster builds: not yet implemented; use --local" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "add --local" in err and "--source-url" in err
 
 
 # --- function images built with the local Docker daemon ---------------------------------------
