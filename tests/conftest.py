@@ -27,6 +27,7 @@ failure.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import http.client
@@ -44,9 +45,21 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import aiohttp
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# A bash function for test actions that must prove they ran at the same time: `wait_for DIR
+# GLOB N` waits until N files match DIR/GLOB (30 s cap, then goes on) and leaves the count
+# in $seen. Each action touches its own file first.
+BASH_WAIT_FOR = r"""
+wait_for() {
+  local start=$SECONDS files=("$1"/$2)
+  while (( ${#files[@]} < $3 && SECONDS - start < 30 )); do sleep 0.01; files=("$1"/$2); done
+  seen=${#files[@]}
+}
+"""
 SENTINEL = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX"
 RUNTIMES = ("python", "nodejs", "blackbox")
 # Debian's client (BuildKit built in); a newer `docker` first on PATH may lack buildx
@@ -167,7 +180,8 @@ class Proxy:
 def docker(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
     """Run the docker client; with `check`, a failure is an AssertionError carrying stderr."""
     assert DOCKER is not None, "no docker client"
-    done = subprocess.run([DOCKER, *args], capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run([DOCKER, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "DOCKER_BUILDKIT": "1"})
     if check and done.returncode != 0:
         raise AssertionError(f"docker {' '.join(args[:2])} failed ({done.returncode}): {done.stderr.strip()}")
     return done
@@ -401,3 +415,16 @@ def process_gone(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return True
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def run_async(proxy: Proxy, payloads: list[dict], timeout: float = 60) -> list[tuple[int, Any]]:
+    """POST every payload to /run at once on one asyncio loop; results in payload order."""
+    async def all_of_them() -> list[tuple[int, Any]]:
+        connector = aiohttp.TCPConnector(limit=0, force_close=True)
+        async with aiohttp.ClientSession(connector=connector,
+                                         timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+            async def one(payload: dict) -> tuple[int, Any]:
+                async with session.post(proxy.base + "/run", json=payload) as response:
+                    return response.status, await response.json(content_type=None)
+            return list(await asyncio.gather(*(one(p) for p in payloads)))
+    return asyncio.run(all_of_them())

@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 import pytest
 
-from conftest import SENTINEL, Proxy, process_gone, wait_until, zip_b64
+from conftest import BASH_WAIT_FOR, SENTINEL, Proxy, process_gone, wait_until, zip_b64
 
 TARGETS = ("host", "container")  # every test runs against a host proxy and the runtime image
 
@@ -60,38 +60,28 @@ echo "$1"
 """
 
 # Filesystem barrier for one-shot processes: `$1` is {"dir":..,"n":..,"i":..}.
-BARRIER_EXEC = r"""#!/bin/bash
+BARRIER_EXEC = "#!/bin/bash" + BASH_WAIT_FOR + r"""
 [[ $1 =~ \"dir\":\"([^\"]+)\" ]] && dir=${BASH_REMATCH[1]}
 [[ $1 =~ \"n\":([0-9]+) ]] && n=${BASH_REMATCH[1]}
 [[ $1 =~ \"i\":([0-9]+) ]] && i=${BASH_REMATCH[1]}
 touch "$dir/$i"
-start=$SECONDS
-files=("$dir"/*)
-while (( ${#files[@]} < n && SECONDS - start < 30 )); do
-  sleep 0.01
-  files=("$dir"/*)
-done
+wait_for "$dir" '*' "$n"
 echo "log $i"
-echo "{\"i\":$i,\"seen\":${#files[@]},\"pid\":$$}"
+echo "{\"i\":$i,\"seen\":$seen,\"pid\":$$}"
 """
 
 # At most ACTIONPROXY_MAX_WORKERS at once: `alive.<i>` exists while an exec runs; each
 # counts the living at arrival; the first `n` wait until `n` have arrived.
-BOUNDED_EXEC = r"""#!/bin/bash
+BOUNDED_EXEC = "#!/bin/bash" + BASH_WAIT_FOR + r"""
 [[ $1 =~ \"dir\":\"([^\"]+)\" ]] && dir=${BASH_REMATCH[1]}
 [[ $1 =~ \"n\":([0-9]+) ]] && n=${BASH_REMATCH[1]}
 [[ $1 =~ \"i\":([0-9]+) ]] && i=${BASH_REMATCH[1]}
 touch "$dir/alive.$i"
 alive=("$dir"/alive.*)  # counted before arriving: nobody leaves until all have arrived
 touch "$dir/arrived.$i"
-start=$SECONDS
-arrived=("$dir"/arrived.*)
-while (( ${#arrived[@]} < n && SECONDS - start < 30 )); do
-  sleep 0.01
-  arrived=("$dir"/arrived.*)
-done
+wait_for "$dir" 'arrived.*' "$n"
 rm "$dir/alive.$i"
-echo "{\"i\":$i,\"alive\":${#alive[@]},\"arrived\":${#arrived[@]}}"
+echo "{\"i\":$i,\"alive\":${#alive[@]},\"arrived\":$seen}"
 """
 
 CONTEXT_EXEC = """#!/bin/bash
@@ -122,7 +112,7 @@ echo '{"error":"was not killed at its deadline"}'
 # A v1 action loop with warm state: `count` lives as long as the process. Also a barrier
 # ({"dir","n"}) and a crash on demand. `|| [[ -n $line ]]` reads a last line without a
 # newline, which is how one-shot mode hands the value over on stdin.
-LOOP_EXEC = r"""#!/bin/bash
+LOOP_EXEC = "#!/bin/bash" + BASH_WAIT_FOR + r"""
 count=0
 while read -r line || [[ -n $line ]]; do
   count=$((count + 1))
@@ -135,13 +125,7 @@ while read -r line || [[ -n $line ]]; do
     dir=${BASH_REMATCH[1]}
     [[ $line =~ \"n\":\ *([0-9]+) ]] && n=${BASH_REMATCH[1]}
     touch "$dir/$id"
-    start=$SECONDS
-    files=("$dir"/*)
-    while (( ${#files[@]} < n && SECONDS - start < 30 )); do
-      sleep 0.01
-      files=("$dir"/*)
-    done
-    seen=${#files[@]}
+    wait_for "$dir" '*' "$n"
   fi
   echo "{\"count\":$count,\"pid\":$$,\"id\":\"$id\",\"seen\":$seen}" >&3
   line=

@@ -8,7 +8,6 @@ threads and the harness; hundreds go through one aiohttp session on an asyncio l
 
 from __future__ import annotations
 
-import asyncio
 import json
 import resource
 import time
@@ -17,10 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
-from conftest import SENTINEL, Proxy
+from conftest import BASH_WAIT_FOR, SENTINEL, Proxy, run_async
 
 MiB = 1024 * 1024
 CONTEXT_KEYS = {  # request field -> the variable the action must see
@@ -117,7 +115,7 @@ def main(args):
     return args
 """
 
-BASH_POOL = r"""#!/bin/bash
+BASH_POOL = "#!/bin/bash" + BASH_WAIT_FOR + r"""
 # v1 action loop: one request per line on stdin, one JSON result line on fd 3.
 while read -r line; do
   [[ $line =~ \"id\":\ *\"([A-Za-z0-9_-]+)\" ]] && id=${BASH_REMATCH[1]}
@@ -126,14 +124,9 @@ while read -r line; do
   echo "out $id"
   echo "err $id" >&2
   touch "$dir/$id"
-  start=$SECONDS
-  files=("$dir"/*)
-  while (( ${#files[@]} < n && SECONDS - start < 30 )); do
-    sleep 0.01
-    files=("$dir"/*)
-  done
+  wait_for "$dir" '*' "$n"
   echo "done $id"
-  echo "{\"id\":\"$id\",\"seen\":${#files[@]},\"pid\":$$}" >&3
+  echo "{\"id\":\"$id\",\"seen\":$seen,\"pid\":$$}" >&3
 done
 """
 
@@ -158,18 +151,6 @@ def run_threaded(proxy: Proxy, payloads: list[dict], timeout: float = 60) -> lis
         futures = [pool.submit(proxy.post, "/run", p, timeout) for p in payloads]
         return [(status, parsed) for status, parsed, _ in (f.result() for f in futures)]
 
-
-def run_async(proxy: Proxy, payloads: list[dict], timeout: float = 60) -> list[tuple[int, Any]]:
-    """POST every payload to /run at once on one asyncio loop; results in payload order."""
-    async def all_of_them() -> list[tuple[int, Any]]:
-        connector = aiohttp.TCPConnector(limit=0, force_close=True)
-        async with aiohttp.ClientSession(connector=connector,
-                                         timeout=aiohttp.ClientTimeout(total=timeout)) as session:
-            async def one(payload: dict) -> tuple[int, Any]:
-                async with session.post(proxy.base + "/run", json=payload) as response:
-                    return response.status, await response.json(content_type=None)
-            return list(await asyncio.gather(*(one(p) for p in payloads)))
-    return asyncio.run(all_of_them())
 
 
 def allow_open_files(count: int) -> None:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import shutil
 import struct
 import subprocess
 import threading
@@ -26,49 +24,24 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from conftest import ROOT, SENTINEL, wait_until
+from conftest import DOCKER, ROOT, SENTINEL, docker, require_docker, wait_until
 
 pytestmark = pytest.mark.timeout(900)  # the first test builds the images (apt-get in the C builder)
 
 EXAMPLES = ROOT / "runtimes" / "blackbox" / "examples"
 NAMES = ("c", "bash-loop", "python")
-BASE_IMAGES = ("actionproxy/blackbox", "python:3.11-slim-bookworm")  # final stage, C builder stage
-DOCKER = "/usr/bin/docker" if os.access("/usr/bin/docker", os.X_OK) else shutil.which("docker")
 C_MSG = "Hello from arbitrary C program!"
 MAX_ARG = 131071  # a longer JSON of `value` is not passed as $1, only on stdin
-
-
-def _docker(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
-    assert DOCKER is not None
-    done = subprocess.run([DOCKER, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "DOCKER_BUILDKIT": "1"})
-    if check and done.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args[:3])} failed ({done.returncode}): {done.stderr.strip()}")
-    return done
-
-
-def _unavailable(reason: str) -> None:
-    """The only skip: no docker or no base image here. On CI that is a failure."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: the example tests must run)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
 def images() -> dict[str, str]:
     """Every example image, built once per session: {name: tag}."""
-    if DOCKER is None:
-        _unavailable("docker is not installed")
-    info = _docker("info", "--format", "{{.ServerVersion}}", check=False)
-    if info.returncode != 0:
-        _unavailable(f"the docker daemon is not reachable: {info.stderr.strip()[:200]}")
-    missing = [image for image in BASE_IMAGES if _docker("image", "inspect", image, check=False).returncode != 0]
-    if missing:
-        _unavailable(f"base image(s) {', '.join(missing)} missing: run `make images` first")
+    require_docker("blackbox")  # the examples build FROM it (and the C builder FROM its base)
     tags = {}
     for name in NAMES:
         tag = f"actionproxy-example/{name}"
-        built = _docker("build", "-q", "-t", tag, str(EXAMPLES / name), timeout=840, check=False)
+        built = docker("build", "-q", "-t", tag, str(EXAMPLES / name), timeout=840, check=False)
         assert built.returncode == 0, f"building {tag} failed:\n{built.stdout}\n{built.stderr}"
         tags[name] = tag
     return tags
@@ -83,9 +56,9 @@ class Container:
 
     def __init__(self, image: str) -> None:
         self.name = f"actionproxy-example-test-{uuid.uuid4().hex[:12]}"
-        self.id = _docker("run", "-d", "--name", self.name, "--label", "actionproxy-test=examples",
+        self.id = docker("run", "-d", "--name", self.name, "--label", "actionproxy-test=examples",
                           "-p", "127.0.0.1::8080", image).stdout.strip()
-        address = _docker("port", self.id, "8080/tcp").stdout.split()[0]
+        address = docker("port", self.id, "8080/tcp").stdout.split()[0]
         host, _, port = address.rpartition(":")
         assert host == "127.0.0.1", address
         self.port = int(port)
@@ -95,7 +68,7 @@ class Container:
         try:
             return self.request("GET", "/healthz", timeout=2)[0] == 200
         except (OSError, http.client.HTTPException):
-            running = _docker("inspect", "-f", "{{.State.Running}}", self.id).stdout.strip()
+            running = docker("inspect", "-f", "{{.State.Running}}", self.id).stdout.strip()
             assert running == "true", f"the container exited: {self.logs()}"
             return False
 
@@ -121,7 +94,7 @@ class Container:
                                              "namespace": "guest", "action_name": "example"})
 
     def logs(self) -> tuple[str, str]:
-        done = _docker("logs", self.id)
+        done = docker("logs", self.id)
         return done.stdout, done.stderr
 
     def blocks(self, n: int) -> tuple[list[str], list[str]]:
@@ -136,7 +109,7 @@ class Container:
         return split[0][:-1], split[1][:-1]
 
     def remove(self) -> None:
-        _docker("rm", "-f", "-v", self.id, check=False)
+        docker("rm", "-f", "-v", self.id, check=False)
 
 
 @pytest.fixture
@@ -241,7 +214,7 @@ def test_c_reads_a_value_too_long_for_argv_from_stdin(start) -> None:
 def test_c_image_ships_only_a_static_binary(images: dict[str, str]) -> None:
     """The final stage has the binary and no compiler; the binary is a static ELF executable
     (no PT_INTERP program header: nothing from the image's C library is loaded)."""
-    assert _docker("run", "--rm", "--entrypoint", "sh", images["c"], "-c",
+    assert docker("run", "--rm", "--entrypoint", "sh", images["c"], "-c",
                    "command -v gcc cc || echo no-compiler").stdout.split() == ["no-compiler"]
     binary = subprocess.run([DOCKER, "run", "--rm", "--entrypoint", "cat", images["c"], "/action/exec"],
                             capture_output=True, timeout=60, check=True).stdout
@@ -271,11 +244,11 @@ def test_python_exec_needs_only_the_base_interpreter(images: dict[str, str]) -> 
     base image's interpreter; with the venv off PATH and an empty environment the script gives
     the same result."""
     image = images["python"]
-    found = _docker("run", "--rm", "--entrypoint", "sh", image, "-c",
+    found = docker("run", "--rm", "--entrypoint", "sh", image, "-c",
                     'p=$(command -v python3); echo "$p"; readlink -f "$p"').stdout.split()
     assert len(found) == 2 and not found[1].startswith("/opt/actionproxy/"), found
     argument = json.dumps(VALUE, separators=(",", ":"), ensure_ascii=False)
-    bare = _docker("run", "--rm", "--entrypoint", "/usr/bin/env", image,
+    bare = docker("run", "--rm", "--entrypoint", "/usr/bin/env", image,
                    "-i", "PATH=/usr/local/bin:/usr/bin:/bin", "/action/exec", argument)
     lines = bare.stdout.strip().splitlines()
     result = json.loads(lines[-1])

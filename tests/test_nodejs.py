@@ -19,7 +19,6 @@ Concurrency is proven by data (barriers inside the action, ids carried back), ne
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import re
@@ -29,10 +28,9 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import aiohttp
 import pytest
 
-from conftest import SENTINEL, Proxy, zip_b64
+from conftest import SENTINEL, Proxy, run_async, zip_b64
 
 TARGETS = ("host", "container")  # every test runs against a host proxy and the runtime image
 
@@ -165,18 +163,6 @@ def allow_open_files(count: int) -> None:
     if soft != resource.RLIM_INFINITY and soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
 
-
-def run_async(proxy: Proxy, payloads: list[dict], timeout: float = 60) -> list[tuple[int, Any]]:
-    """POST every payload to /run at once on one asyncio loop; results in payload order."""
-    async def all_of_them() -> list[tuple[int, Any]]:
-        connector = aiohttp.TCPConnector(limit=0, force_close=True)
-        async with aiohttp.ClientSession(connector=connector,
-                                         timeout=aiohttp.ClientTimeout(total=timeout)) as session:
-            async def one(payload: dict) -> tuple[int, Any]:
-                async with session.post(proxy.base + "/run", json=payload) as response:
-                    return response.status, await response.json(content_type=None)
-            return list(await asyncio.gather(*(one(p) for p in payloads)))
-    return asyncio.run(all_of_them())
 
 
 def assert_command_exited(status: int, body: Any, detail: str) -> None:
