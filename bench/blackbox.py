@@ -35,7 +35,7 @@ import orjson
 import psutil
 
 import loadgen
-from servers import HOST, ROOT, VENV_BIN, cpus, free_port, machine, post
+from servers import HOST, ROOT, VENV_BIN, cpus, free_port, log_tail, machine, post, stop_tree
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SKELETON_RPS = 350  # the dockerskeleton on this machine, exec mode (serialised)
@@ -221,26 +221,10 @@ class BlackboxServer:
                 "children": times.children_user + times.children_system + alive}
 
     def stderr_tail(self, size: int = 2000) -> str:
-        self.log.seek(max(0, self.log.seek(0, os.SEEK_END) - size))
-        return self.log.read().decode("utf-8", "replace")
+        return log_tail(self.log, size)
 
     def stop(self) -> None:
-        try:
-            descendants = psutil.Process(self.process.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            descendants = []
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self.process.wait()
-        for child in descendants:
-            try:
-                child.kill()
-            except psutil.NoSuchProcess:
-                pass
+        stop_tree(self.process)
         self.log.close()
         self.tmp.cleanup()
 

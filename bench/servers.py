@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import psutil
 
@@ -28,6 +29,33 @@ ROOT = BENCH.parent
 VENV_BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
 PROBE_BODY = b'{"value":{},"activation_id":"probe"}'
+
+
+def stop_tree(process: subprocess.Popen) -> None:
+    """Terminate a server, then kill whatever it started that is left (it stops its own;
+    this is for when it could not)."""
+    try:
+        descendants = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        descendants = []
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    process.wait()
+    for child in descendants:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def log_tail(log: BinaryIO, size: int = 2000) -> str:
+    """The end of a server's captured stderr, to explain a failure."""
+    log.seek(max(0, log.seek(0, os.SEEK_END) - size))
+    return log.read().decode("utf-8", "replace")
 
 
 def free_port() -> int:
@@ -97,8 +125,7 @@ class Server:
             raise RuntimeError(f"{self.kind} server answers {status}: {body[:200]!r} {self.stderr_tail()}")
 
     def stderr_tail(self, size: int = 2000) -> str:
-        self.log.seek(max(0, self.log.seek(0, os.SEEK_END) - size))
-        return self.log.read().decode("utf-8", "replace")
+        return log_tail(self.log, size)
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time used so far by the server process itself and by all its descendants
@@ -114,22 +141,7 @@ class Server:
         return {"server": used(front), "children": sum(map(used, front.children(recursive=True)))}
 
     def stop(self) -> None:
-        try:
-            descendants = psutil.Process(self.process.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            descendants = []
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self.process.wait()
-        for child in descendants:  # the proxy stops its own; this is for when it could not
-            try:
-                child.kill()
-            except psutil.NoSuchProcess:
-                pass
+        stop_tree(self.process)
         self.log.close()
         self.tmp.cleanup()
 
