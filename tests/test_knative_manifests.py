@@ -4,9 +4,8 @@ rejected, plus the admission-webhook rules that a CRD schema cannot express.
 
 The schema
 ----------
-`../shared/schemas/knative-serving-crd-service.yaml` (next to the repository root; CI clones the
-repository with `shared/` beside it) is the CustomResourceDefinition copied byte for byte from
-knative/serving (see its SOURCES.md). We use `spec.versions[name=v1, served].schema.openAPIV3Schema`,
+`tests/schemas/knative-serving-crd-service.yaml` is the CustomResourceDefinition copied byte for
+byte from knative/serving (see tests/schemas/SOURCES.md). We use `spec.versions[name=v1, served].schema.openAPIV3Schema`,
 the structural schema the kube-apiserver enforces, and validate with `jsonschema` (Draft 4, the
 JSON Schema that OpenAPI 3.0 schemas derive from) after this transform:
 
@@ -68,7 +67,7 @@ from crd_schema import (  # the generic strict CRD-schema transform, shared with
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy" / "knative"
-SCHEMAS = REPO.parent / "shared" / "schemas"
+SCHEMAS = REPO / "tests" / "schemas"  # vendored upstream CRDs, see SOURCES.md there
 CRD_FILE = SCHEMAS / "knative-serving-crd-service.yaml"
 
 RESERVED_ENV = {"PORT", "K_SERVICE", "K_CONFIGURATION", "K_REVISION"}
@@ -90,9 +89,8 @@ TIGHTEN = {  # JSON path in the schema (through `properties`/`items`) -> what re
 def load_crd_schema() -> dict:
     if not CRD_FILE.is_file():
         pytest.fail(
-            f"The Knative Service CRD is missing: {CRD_FILE} not found. These tests expect the "
-            f"shared/ folder beside the repository root ({REPO.parent}/shared/schemas/), as CI "
-            f"clones it; see shared/schemas/SOURCES.md for where the file comes from.",
+            f"The Knative Service CRD is missing: {CRD_FILE} not found. It is vendored in "
+            f"tests/schemas/ (see SOURCES.md there for where it comes from).",
             pytrace=False)
     crd = yaml.safe_load(CRD_FILE.read_text())
     assert crd["kind"] == "CustomResourceDefinition" and crd["spec"]["names"]["kind"] == "Service"
