@@ -473,10 +473,17 @@ def test_namespace_flag_and_kubeconfig_flag(fake, kubeconfig):
     assert any(r.startswith("POST /apis/tekton.dev/v1/namespaces/other/pipelineruns") for r in fake.requests)
 
 
-def test_sigint_cancels_the_run(fake, kubeconfig):
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_sigint_cancels_the_run(fake, kubeconfig, inherited):
+    """Also when the CLI starts with SIGINT ignored, as a shell's background job does."""
     fake.scenario = hang
     proc = subprocess.Popen([sys.executable, "-m", "actionproxy", *BASE], env=env_for(kubeconfig),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            preexec_fn=_ignore_sigint if inherited == "ignored" else None)
     deadline = time.monotonic() + 30
     while not any("/pods/" in r for r in fake.requests) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from actionproxy.config import RUNTIMES
@@ -80,6 +81,9 @@ def run(argv: list[str]) -> int:
         from actionproxy.tekton import client
     except ImportError:
         return fail(EXTRA, 2)
+    # Ctrl-C cancels the PipelineRun, even when we were started with SIGINT ignored (a shell's
+    # background job, some CI runners): Python then leaves it ignored unless told otherwise
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     return submit(client, args, body)
 
 
