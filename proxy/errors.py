@@ -21,6 +21,7 @@ EXITED_DURING_INIT = "Command exited abruptly during initialization."
 COMMAND_EXITED = "command exited"
 DEADLINE_PASSED = "The action did not finish by its deadline"
 SHUTTING_DOWN = "The container is shutting down and takes no new work: send it to another container."
+ENV_RULE = "an environment variable's name must be non-empty, without '=' or NUL, and its value without NUL"
 
 
 def error(status: int, message: str) -> ActivationResult:
@@ -37,6 +38,16 @@ def cannot_decode(exc: Exception) -> ActivationResult:
 
 def command_exited(detail: str) -> ActivationResult:
     return error(400, f"{COMMAND_EXITED} ({detail}); the action was restarted for later activations")
+
+
+def unexportable_init_env(name: str) -> ActivationResult:
+    return error(400, f"The /init env entry {name!r} cannot be exported: {ENV_RULE}.")
+
+
+def unexportable_field(field: str, name: str) -> ActivationResult:
+    """A one-shot executable gets the activation's context only in its environment."""
+    return error(400, f"The activation field {field!r} cannot be passed to the executable as the "
+                      f"environment variable {name!r}: {ENV_RULE}.")
 
 
 def deadline_passed(killed: bool) -> ActivationResult:

@@ -17,6 +17,7 @@ from actionproxy import errors
 from actionproxy.activation import Activation, ActivationResult
 from actionproxy.archive import EXECUTABLE, ActionSource, ArchiveError, materialize
 from actionproxy.config import Config
+from actionproxy.envvars import first_unexportable
 from actionproxy.executor import Executor, InitError
 from actionproxy.executor.launcher import LauncherExecutor
 from actionproxy.executor.loop import ExecutableExecutor
@@ -86,6 +87,9 @@ class ActionRunner:
         if self.initialized or self._initializing:
             self.logs.proxy_error(errors.REINIT, sentinels=False)
             return errors.error(403, errors.REINIT)
+        unexportable = first_unexportable(env)
+        if unexportable is not None:  # every runtime exports init env before the code loads
+            return errors.unexportable_init_env(unexportable)
         if not code:
             if self.config.runtime != "blackbox":
                 return errors.error(403, errors.MISSING_CODE)

@@ -18,6 +18,7 @@ from actionproxy import errors
 from actionproxy.activation import Activation, ActivationResult
 from actionproxy.archive import ActionSource
 from actionproxy.config import Config
+from actionproxy.envvars import first_unexportable
 from actionproxy.executor.deadlines import DeadlineWheel
 from actionproxy.executor.fdio import FdReader, FdWriter
 from actionproxy.executor.loop import child_env
@@ -116,7 +117,12 @@ class OneshotExecutor:
         request = activation.request or {}
         value = orjson.dumps(request.get("value", {}))
         argv = [self._argv0] + ([value.decode()] if len(value) <= MAX_ARG else [])
-        env = {**self._env, **context_env(request)}
+        context = context_env(request)
+        unexportable = first_unexportable(context)
+        if unexportable is not None:
+            field = next(k for k in request if "__OW_" + k.upper() == unexportable)
+            return errors.unexportable_field(field, unexportable)
+        env = {**self._env, **context}
         try:
             child = spawn_plain(argv, env, self._cwd)
         except OSError as exc:

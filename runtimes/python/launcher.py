@@ -270,6 +270,11 @@ def context_env(request: dict) -> dict[str, str]:
     return env
 
 
+def exportable(name: str, value: str) -> bool:
+    """What a real environment can carry (putenv refuses the rest and would end the worker)."""
+    return bool(name) and "=" not in name and "\0" not in name and "\0" not in value
+
+
 RESULT_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 CONTEXT_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
@@ -467,10 +472,14 @@ def serve_sync(runner: ActionRunner, requests: FrameReader) -> None:
             activation, value = runner.begin(ident, payload)
         except BadRequest:
             continue
-        for key in exported - activation.env.keys():
-            del os.environ[key]  # the previous activation's context must not leak into this one
-        os.environ.update(activation.env)  # really exported too: subprocesses see it
-        exported = set(activation.env)
+        # Really exported too, for subprocesses, where the environment can carry it; the action
+        # itself reads every value through the overlay, as in async mode. A name the previous
+        # activation exported and this one does not must go: its context must not leak here.
+        exporting = {k: v for k, v in activation.env.items() if exportable(k, v)}
+        for key in exported - exporting.keys():
+            del os.environ[key]
+        os.environ.update(exporting)
+        exported = set(exporting)
         token = current.set(activation)
         try:
             result = runner.main(value)
