@@ -73,6 +73,16 @@ class AutoInit:
         return None
 
 
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """How far extracting an action archive may go: bytes written (ACTIONPROXY_MAX_ARCHIVE),
+    entries (ACTIONPROXY_MAX_ARCHIVE_ENTRIES) and seconds (ACTIONPROXY_MAX_ARCHIVE_SECONDS)."""
+
+    size: int = 512 * MiB
+    entries: int = 100_000
+    seconds: float = 60.0
+
+
 def _memory_limit(env: dict[str, str]) -> int | None:
     """ACTIONPROXY_MEMORY_LIMIT (bytes, 0 = off), else 90% of the container's cgroup limit:
     the proxy acts before the kernel's OOM killer picks a victim, which may be the proxy."""
@@ -106,10 +116,11 @@ class Config:
     log_format: str
     log_limit: int
     max_body: int
-    max_archive: int
+    archive: ArchiveLimits
     wait_for_ack: bool
     cancel_grace: float
     drain_seconds: float = 30.0
+    launchers: int = 1  # async launchers (ACTIONPROXY_LAUNCHERS); sync mode forks workers instead
     debug: bool = False
     debug_port: int | None = None  # None: the runtime's usual inspector port
     platform: str = "openwhisk"
@@ -118,6 +129,8 @@ class Config:
     autoinit: AutoInit | None = None
     params_file: Path | None = None
     env_params: tuple[tuple[str, str], ...] = ()
+    header_timeout: float = 10.0  # seconds for a request head to arrive whole; 0: no limit
+    body_timeout: float = 60.0  # seconds for a request body to arrive whole; 0: no limit
 
     @property
     def launcher(self) -> Path | None:
@@ -161,10 +174,13 @@ class Config:
             log_format=log_format,
             log_limit=_int(env, "ACTIONPROXY_LOG_LIMIT", 10 * MiB),
             max_body=_int(env, "ACTIONPROXY_MAX_BODY", 80 * MiB),
-            max_archive=_int(env, "ACTIONPROXY_MAX_ARCHIVE", 512 * MiB),
+            archive=ArchiveLimits(_int(env, "ACTIONPROXY_MAX_ARCHIVE", 512 * MiB),
+                                  _int(env, "ACTIONPROXY_MAX_ARCHIVE_ENTRIES", 100_000),
+                                  float(_int(env, "ACTIONPROXY_MAX_ARCHIVE_SECONDS", 60))),
             wait_for_ack=bool(env.get("OW_WAIT_FOR_ACK")),
             cancel_grace=_int(env, "ACTIONPROXY_CANCEL_GRACE_MS", 2000) / 1000,
             drain_seconds=float(_int(env, "ACTIONPROXY_DRAIN_SECONDS", 30)),
+            launchers=_int(env, "ACTIONPROXY_LAUNCHERS", 1) or 1,
             debug=_flag(env, "ACTIONPROXY_DEBUG") or _flag(env, "__OW_RUNTIME_DEBUG"),
             debug_port=_int(env, "ACTIONPROXY_DEBUG_PORT", 0) or None,
             platform=platform,
@@ -174,4 +190,6 @@ class Config:
             params_file=Path(env["ACTIONPROXY_PARAMS_FILE"]) if env.get("ACTIONPROXY_PARAMS_FILE") else None,
             env_params=tuple(sorted((k[len(PARAM_PREFIX):], v) for k, v in env.items()
                                     if k.startswith(PARAM_PREFIX) and len(k) > len(PARAM_PREFIX))),
+            header_timeout=float(_int(env, "ACTIONPROXY_HEADER_TIMEOUT", 10)),
+            body_timeout=float(_int(env, "ACTIONPROXY_BODY_TIMEOUT", 60)),
         )

@@ -50,6 +50,20 @@ def unexportable_field(field: str, name: str) -> ActivationResult:
                       f"environment variable {name!r}: {ENV_RULE}.")
 
 
+def body_too_large(limit: int) -> ActivationResult:
+    return error(413, f"The request body is larger than the limit of {limit} bytes (ACTIONPROXY_MAX_BODY).")
+
+
+def head_timeout(seconds: float) -> ActivationResult:
+    return error(408, f"The request head did not arrive whole within {seconds:g} s "
+                      f"(ACTIONPROXY_HEADER_TIMEOUT); the connection is closed.")
+
+
+def body_timeout(seconds: float) -> ActivationResult:
+    return error(408, f"The request body did not arrive whole within {seconds:g} s "
+                      f"(ACTIONPROXY_BODY_TIMEOUT); the connection is closed.")
+
+
 def deadline_passed(killed: bool) -> ActivationResult:
     what = "its process was killed" if killed else "it was cancelled"
     return error(502, f"{DEADLINE_PASSED} and {what}.")

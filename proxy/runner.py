@@ -15,7 +15,7 @@ import traceback
 
 from actionproxy import errors
 from actionproxy.activation import Activation, ActivationResult
-from actionproxy.archive import EXECUTABLE, ActionSource, ArchiveError, materialize
+from actionproxy.archive import EXECUTABLE, ActionSource, ArchiveError, ArchiveTooLarge, materialize
 from actionproxy.config import Config
 from actionproxy.envvars import first_unexportable
 from actionproxy.executor import Executor, InitError
@@ -122,14 +122,18 @@ class ActionRunner:
             dest = self.config.action_dir / str(next(self._attempts))
         try:
             source = await asyncio.to_thread(
-                materialize, data, main, dest, self.config.max_archive, self.config.runtime)
-        except ArchiveError as exc:
-            shutil.rmtree(dest, ignore_errors=True)
-            return self._init_failed(InitError("compile", str(exc)))
-        executor = self._executor_for(source, env)
-        try:
+                materialize, data, main, dest, self.config.archive, self.config.runtime)
+            executor = self._executor_for(source, env)
             await executor.init(source, env)
-        except InitError as exc:
+        except ArchiveTooLarge as exc:
+            await asyncio.to_thread(shutil.rmtree, dest, True)
+            self.logs.proxy_error(str(exc), sentinels=True)
+            return errors.error(413, str(exc))
+        except ArchiveError as exc:
+            await asyncio.to_thread(shutil.rmtree, dest, True)
+            return self._init_failed(InitError("compile", str(exc)))
+        except InitError as exc:  # nothing runs from the folder any more
+            await asyncio.to_thread(shutil.rmtree, dest, True)
             return self._init_failed(exc)
         self.executor = executor
         self._guard_memory()

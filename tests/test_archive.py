@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from actionproxy import archive
+from actionproxy.config import ArchiveLimits
 from conftest import Proxy, zip_b64
 
 COMPILE_FAILED = "The action failed to generate or locate a binary. See logs for details."
@@ -205,11 +206,13 @@ def test_symlink_colliding_with_another_entry_fails_init_cleanly(start_proxy) ->
 
 @pytest.mark.parametrize("kind", BUILDERS)
 def test_archive_expanding_past_the_cap_fails_init(start_proxy, tmp_path: Path, kind: str) -> None:
-    """With ACTIONPROXY_MAX_ARCHIVE=1000, an archive expanding beyond 1000 bytes fails /init with 502 and the log names the limit."""
+    """With ACTIONPROXY_MAX_ARCHIVE=1000, an archive expanding beyond 1000 bytes fails /init with
+    a 413 naming the limit (the sender's to fix), and the log says it too."""
     proxy = start_proxy(env={"ACTIONPROXY_MAX_ARCHIVE": "1000"})
     data = BUILDERS[kind]([file("__main__.py", INSPECT), file("big.txt", "a" * 5000)])
     assert len(data) < 1000, "the archive itself is small; only its contents are big"
-    assert init_archive(proxy, data) == (502, {"error": COMPILE_FAILED})
+    assert init_archive(proxy, data) == (413, {"error": "The archive expands to more than 1000 bytes "
+                                                        "(ACTIONPROXY_MAX_ARCHIVE)"})
     out, err = proxy.check_streams(sentinels=1)
     assert "1000" in err, err
     assert not any(action_dir(tmp_path, proxy).glob("*/big.txt"))
@@ -283,7 +286,7 @@ def test_corrupt_zip_fails_init_cleanly(proxy: Proxy) -> None:
 def test_unit_materialize_kinds(tmp_path: Path) -> None:
     """materialize (python): source -> launcher, `#!` script -> executable, archives -> entry file."""
     def make(code: bytes, name: str, runtime: str = "python") -> archive.ActionSource:
-        return archive.materialize(code, "main", tmp_path / name, 10_000, runtime)
+        return archive.materialize(code, "main", tmp_path / name, ArchiveLimits(10_000), runtime)
 
     py = make(b"def main(a):\n    return a\n", "py")
     assert (py.kind, py.entry, py.source) == ("launcher", "__main__.py", True)
@@ -300,7 +303,7 @@ def test_unit_materialize_nodejs_and_blackbox(tmp_path: Path) -> None:
     """materialize per runtime: Node source -> index.js, a package -> resolved by the launcher;
     blackbox -> any text is the executable, an archive needs `exec`."""
     def make(code: bytes, name: str, runtime: str) -> archive.ActionSource:
-        return archive.materialize(code, "main", tmp_path / name, 10_000, runtime)
+        return archive.materialize(code, "main", tmp_path / name, ArchiveLimits(10_000), runtime)
 
     js = make(b"function main(a) { return a; }\n", "js", "nodejs")
     assert (js.kind, js.entry, js.source) == ("launcher", "index.js", True)
@@ -322,7 +325,7 @@ def test_unit_extract_zip_refuses_escaping_names(tmp_path: Path, name: str) -> N
     root = tmp_path / "a" / "b" / "root"
     root.mkdir(parents=True)
     with pytest.raises(archive.ArchiveError):
-        archive.extract_zip(zip_archive([file(name, "x")]), root, 10_000)
+        archive.extract_zip(zip_archive([file(name, "x")]), root, ArchiveLimits(10_000))
     assert not [p for p in tree(tmp_path) if "escaped" in p]
 
 
@@ -333,8 +336,8 @@ def test_unit_extract_zip_counts_bytes_against_the_cap(tmp_path: Path) -> None:
     capped.mkdir()
     fits.mkdir()
     with pytest.raises(archive.ArchiveError, match="1000"):
-        archive.extract_zip(many, capped, 1000)
-    archive.extract_zip(many, fits, 1500)
+        archive.extract_zip(many, capped, ArchiveLimits(1000))
+    archive.extract_zip(many, fits, ArchiveLimits(1500))
     assert len(list(fits.iterdir())) == 5
 
 

@@ -4,6 +4,7 @@ start-up auto-init of dedicated images, web-action responses, parameter binding.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import subprocess
@@ -215,6 +216,115 @@ def test_web_action_responses(start_proxy, kind: str, status: int, check: Any) -
     if kind != "cors":
         assert headers["Access-Control-Allow-Headers"] == (
             "Authorization, Origin, X-Requested-With, Content-Type, Accept, User-Agent")
+
+
+# ---------------------------------------------------------------- web responses the action got wrong
+
+RETURNS = "def main(a):\n    return a['result']\n"  # the request says what the action returns
+INJECTED = "x-injected"
+
+
+def _answer(connection: http.client.HTTPConnection, result: Any) -> tuple[int, dict[str, list[str]], bytes]:
+    """The action returns `result`. Read on one keep-alive connection with http.client, which
+    takes the bytes as sent: a wrong Content-Length would garble the answer after this one."""
+    connection.request("POST", "/", json.dumps({"result": result}), {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    headers: dict[str, list[str]] = {}
+    for name, value in response.getheaders():
+        headers.setdefault(name.lower(), []).append(value)
+    return response.status, headers, response.read()
+
+
+def _refused(connection: http.client.HTTPConnection, result: Any, *named: str) -> None:
+    """A JSON 502 naming the problem, CORS as on every answer, nothing of it on the wire, and
+    the same connection answers the next activation."""
+    status, headers, body = _answer(connection, result)
+    assert status == 502, (result, status, headers, body)
+    assert headers["content-type"] == ["application/json"], result
+    error = json.loads(body)["error"]
+    assert all(word in error for word in named), (result, error)
+    assert INJECTED not in headers and headers["access-control-allow-origin"] == ["*"], (result, headers)
+    assert _answer(connection, {"body": "next"})[::2] == (200, b"next"), result
+
+
+def test_invalid_status_codes_are_a_json_502(start_proxy) -> None:
+    """statusCode is an integer, or a string of digits (as OpenWhisk's web actions take it), of
+    a final status 200-599; anything else (1xx is not a final answer, 1000 is not HTTP) is the
+    action's fault and answered as such, never written as a status line."""
+    proxy = dedicated(start_proxy, RETURNS, runtime="python")
+    connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=60)
+    for code in (1000, 2, -1, 0, 100, 199, 600, "abc", "", "20x", "1000", "-1", " 200", "٢٠٠",
+                 True, False, 200.5, 404.0, [200], {"code": 200}):
+        _refused(connection, {"statusCode": code, "body": "x"}, "statusCode",
+                 json.dumps(code, ensure_ascii=False, separators=(",", ":")))
+
+
+def test_invalid_headers_are_a_json_502_and_never_reach_the_wire(start_proxy) -> None:
+    """headers is an object of names (HTTP tokens) to strings, numbers, booleans or lists of
+    them; a CR, LF or other control character in a name or value would split the response."""
+    proxy = dedicated(start_proxy, RETURNS, runtime="python")
+    connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=60)
+    for headers, named in (
+            (["X-A", "b"], "headers"), (5, "headers"), ("X-A: b", "headers"), (True, "headers"),
+            ({"X-A": {"b": 1}}, "X-A"), ({"X-A": None}, "X-A"), ({"X-A": [{"b": 1}]}, "X-A"),
+            ({"X-A": [["b"]]}, "X-A"), ({"X A": "v"}, "X A"), ({"": "v"}, "header name"),
+            ({"X:A": "v"}, "X:A"), ({"Xé": "v"}, "Xé"), ({"X-A\r\nX-Injected": "1"}, "header name"),
+            ({"X-A": "a\r\nX-Injected: 1"}, "X-A"), ({"X-A": "a\nX-Injected: 1"}, "X-A"),
+            ({"X-A": "a\rb"}, "X-A"), ({"X-A": "a\x00b"}, "X-A"), ({"X-A": "a\x7fb"}, "X-A"),
+            ({"Content-Type": "text/html\r\nX-Injected: 1"}, "Content-Type"),
+            ({"Set-Cookie": ["a=1", "b=2\r\nX-Injected: 1"]}, "Set-Cookie")):
+        _refused(connection, {"headers": headers, "body": "x"}, named)
+
+
+def test_framing_and_hop_by_hop_headers_of_the_action_are_dropped(start_proxy) -> None:
+    """The proxy frames its own answers: an action's Content-Length, Transfer-Encoding or
+    connection headers (any case) are dropped, so the next answer on the connection is intact."""
+    proxy = dedicated(start_proxy, RETURNS, runtime="python")
+    connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=60)
+    for name, value in (("Content-Length", "1"), ("content-LENGTH", "999"), ("Transfer-Encoding", "chunked"),
+                        ("TRANSFER-ENCODING", "gzip"), ("Connection", "close"), ("Keep-Alive", "timeout=1"),
+                        ("Proxy-Connection", "keep-alive"), ("TE", "trailers"), ("Trailer", "X-Sum"),
+                        ("upgrade", "websocket")):
+        status, headers, body = _answer(connection, {"headers": {name: value, "X-Kept": "yes"}, "body": "hello"})
+        assert (status, body, headers["x-kept"]) == (200, b"hello", ["yes"]), name
+        assert headers["content-length"] == ["5"] and "transfer-encoding" not in headers, (name, headers)
+        if name.lower() != "content-length":
+            assert name.lower() not in headers, (name, headers)
+    assert _answer(connection, {"body": "last"})[::2] == (200, b"last")
+
+
+def test_status_and_header_forms_web_actions_accept(start_proxy) -> None:
+    """What OpenWhisk's web actions accept: a numeric string status, number and boolean header
+    values (as JSON writes them), and a list for a header sent several times (Set-Cookie)."""
+    proxy = dedicated(start_proxy, RETURNS, runtime="python")
+    connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=60)
+    assert _answer(connection, {"statusCode": "404", "body": "gone"})[::2] == (404, b"gone")
+    assert _answer(connection, {"statusCode": 599, "body": "x"})[0] == 599
+    assert _answer(connection, {"statusCode": None, "headers": None, "body": "x"})[::2] == (200, b"x")
+    status, headers, _ = _answer(connection, {"headers": {"X-N": 5, "X-F": 1.5, "X-B": True,
+                                                          "Set-Cookie": ["a=1", "b=2"]}, "body": "x"})
+    assert status == 200
+    assert (headers["x-n"], headers["x-f"], headers["x-b"]) == (["5"], ["1.5"], ["true"])
+    assert headers["set-cookie"] == ["a=1", "b=2"]
+
+
+def test_init_fields_of_the_wrong_type_are_a_json_400(start_proxy) -> None:
+    """A stem cell's init names the field of the wrong type (binary in NODE's words); the
+    container still takes a good init after them."""
+    proxy = start_proxy("python", env=KNATIVE)
+    code = "def main(a):\n    return {'n': a.get('n')}\n"
+    for init, field in (({"code": 123}, "code"), ({"code": 123, "binary": True}, "code"),
+                        ({"code": {"a": 1}}, "code"), ({"code": code, "binary": 1}, "binary"),
+                        ({"code": code, "binary": "true"}, "binary"), ({"code": code, "main": 5}, "main"),
+                        ({"code": code, "main": ["main"]}, "main"), ({"code": code, "env": [1]}, "env"),
+                        ({"code": code, "env": "A=1"}, "env")):
+        for message in ({"init": init}, {"init": init, "activation": {}, "value": {"n": 1}}):
+            status, headers, body = call(proxy, message)
+            assert status == 400 and headers["Content-Type"] == "application/json", (message, status, body)
+            assert f"'{field}'" in json.loads(body)["error"], (message, body)
+    status, _, body = call(proxy, {"init": {"code": code, "binary": False, "env": None}, "activation": {},
+                                   "value": {"n": 2}})
+    assert (status, json.loads(body)) == (200, {"n": 2})
 
 
 # ---------------------------------------------------------------- dedicated images

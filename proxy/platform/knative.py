@@ -32,17 +32,13 @@ from aiohttp import web
 
 from actionproxy.activation import Activation, ActivationResult
 from actionproxy.config import Config
+from actionproxy.platform.body import read_body
+from actionproxy.platform.initfields import InitFields, parse_init
+from actionproxy.platform.webaction import CORS, is_text, json_response, web_response
 from actionproxy.runner import ActionRunner
 
-CORS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "OPTIONS, GET, DELETE, POST, PUT, HEAD, PATCH",
-    "Access-Control-Allow-Headers": "Authorization, Origin, X-Requested-With, Content-Type, Accept, User-Agent",
-}
 DEDICATED = "Cannot initialize a runtime with a dedicated function: its action was loaded at start-up."
 CONTEXT_ENV = ("K_SERVICE", "K_REVISION", "K_CONFIGURATION")
-TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript",
-              "application/x-www-form-urlencoded")
 
 
 def default_params(config: Config) -> dict[str, Any]:
@@ -60,10 +56,6 @@ def default_params(config: Config) -> dict[str, Any]:
         except ValueError:
             params[name] = raw
     return params
-
-
-def _is_text(content_type: str) -> bool:
-    return content_type.startswith(TEXT_TYPES) or content_type.endswith(("+json", "+xml"))
 
 
 class KnativePlatform:
@@ -85,36 +77,36 @@ class KnativePlatform:
 
     # ------------------------------------------------------------------ requests
     async def handle(self, request: web.Request) -> web.Response:
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return _json(413, {"error": f"The request body is larger than the limit of "
-                                        f"{self.config.max_body} bytes (ACTIONPROXY_MAX_BODY)."})
+        body = await read_body(request, self.config.max_body)
+        if isinstance(body, ActivationResult):
+            return web_response(body)
         message = self._envelope(request, body)
         if message is None:
-            return _json(400, {"error": "The request body is not valid JSON."})
+            return json_response(400, {"error": "The request body is not valid JSON."})
         if "init" in message:
             init = message["init"]
             if self.runner.dedicated:
-                return _json(403, {"error": DEDICATED})
+                return json_response(403, {"error": DEDICATED})
             if not isinstance(init, dict):
-                return _json(400, {"error": "'init' must be a JSON object."})
-            result = await self._init(init)
+                return json_response(400, {"error": "'init' must be a JSON object."})
+            fields = parse_init(init)
+            if isinstance(fields, ActivationResult):
+                return web_response(fields)
+            result = await self._init(fields)
             if result.status != 200 or not ("value" in message or "activation" in message):
-                return _json(result.status, orjson.loads(result.body))
+                return web_response(result)
         if not (self.runner.ready or self.runner.starting):
-            return _json(500, {"error": "No action is loaded yet: send an 'init' first."})
+            return json_response(500, {"error": "No action is loaded yet: send an 'init' first."})
         return await self._run(request, message, body)
 
-    async def _init(self, init: dict) -> ActivationResult:
+    async def _init(self, init: InitFields) -> ActivationResult:
         """A stem cell's init. Routing sends init+run to whichever container it picks, so the
         init of the action already loaded here is a no-op; a different one is refused."""
-        key = hashlib.sha256(orjson.dumps([init.get("code"), bool(init.get("binary")), init.get("main") or "main",
-                                           init.get("env")], option=orjson.OPT_SORT_KEYS)).digest()
+        key = hashlib.sha256(orjson.dumps([init.code, init.binary, init.main, init.env],
+                                          option=orjson.OPT_SORT_KEYS)).digest()
         if self.runner.initialized and key == self._loaded:
             return ActivationResult(200, b'{"ok":true}')
-        result = await self.runner.init(init.get("code"), bool(init.get("binary")),
-                                        init.get("main") or "main", _strings(init.get("env")))
+        result = await self.runner.init(init.code, init.binary, init.main, init.env)
         if result.status == 200:
             self._loaded = key
         return result
@@ -132,7 +124,7 @@ class KnativePlatform:
             return {"value": parsed, "raw": body}
         if not body:
             return {"value": {}}
-        encoded = body.decode("utf-8", "replace") if _is_text(content_type) else base64.b64encode(body).decode()
+        encoded = body.decode("utf-8", "replace") if is_text(content_type) else base64.b64encode(body).decode()
         return {"value": {"__ow_body": encoded}, "raw": body}
 
     async def _run(self, request: web.Request, message: dict, body: bytes) -> web.Response:
@@ -163,13 +155,6 @@ class KnativePlatform:
         return web_response(result)
 
 
-def _strings(env: Any) -> dict[str, str]:
-    if not isinstance(env, dict):
-        return {}
-    return {str(k): v if isinstance(v, str) else ("" if v is None else orjson.dumps(v).decode())
-            for k, v in env.items()}
-
-
 def _deadline(raw: Any) -> float | None:
     """Knative requests rarely carry one; when they do, it is epoch ms like OpenWhisk's."""
     try:
@@ -181,50 +166,3 @@ def _deadline(raw: Any) -> float | None:
     return asyncio.get_running_loop().time() + (epoch_ms - time.time() * 1000) / 1000
 
 
-def _json(status: int, payload: Any) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json",
-                        headers=CORS)
-
-
-def web_response(result: ActivationResult) -> web.Response:
-    """The activation's result as a web action answers: statusCode / headers / body when the
-    result has them, else the result as JSON. An application error ({"error": ...}) is a 400,
-    a rejected activation (cap) a 503, the proxy's other errors keep their status."""
-    payload = orjson.loads(result.body)
-    if result.status != 200:
-        status = 503 if result.status == 429 else result.status
-        return _json(status, payload)
-    if isinstance(payload, dict) and "error" in payload:
-        return _json(400, payload)
-    if not (isinstance(payload, dict) and {"statusCode", "headers", "body"} & payload.keys()):
-        return _json(200, payload)
-    headers = {str(k): str(v) for k, v in (payload.get("headers") or {}).items()}
-    content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
-    headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
-    status = int(payload.get("statusCode") or 200)
-    body = payload.get("body")
-    if content_type is None:
-        content_type = "text/html" if isinstance(body, str) else "application/json"
-    if body is None or body == "":
-        data = b""
-    elif isinstance(body, str):
-        data = body.encode("utf-8") if _is_text(content_type) else _decode_binary(body)
-    else:
-        data = orjson.dumps(body)
-    if status == 200 and not data:
-        status = 204
-    for name, value in CORS.items():
-        if not any(k.lower() == name.lower() for k in headers):
-            headers[name] = value
-    if status == 204:
-        return web.Response(status=204, headers=headers)
-    headers["Content-Type"] = content_type
-    return web.Response(status=status, body=data, headers=headers)
-
-
-def _decode_binary(body: str) -> bytes:
-    """Binary content types carry their body base64-encoded (as web actions do)."""
-    try:
-        return base64.b64decode(body, validate=True)
-    except ValueError:
-        return body.encode("utf-8")

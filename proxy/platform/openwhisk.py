@@ -14,6 +14,8 @@ from aiohttp import web
 
 from actionproxy import errors
 from actionproxy.activation import Activation, ActivationResult
+from actionproxy.platform.body import read_body
+from actionproxy.platform.initfields import parse_init
 from actionproxy.runner import ActionRunner
 
 JSON = "application/json"
@@ -21,16 +23,6 @@ JSON = "application/json"
 
 def respond(result: ActivationResult) -> web.Response:
     return web.Response(status=result.status, body=result.body, content_type=JSON)
-
-
-def _init_env(raw: object) -> dict[str, str] | None:
-    """Init env values as strings: null -> "", other non-strings -> compact JSON."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        return None
-    return {str(k): v if isinstance(v, str) else ("" if v is None else orjson.dumps(v).decode())
-            for k, v in raw.items()}
 
 
 class OpenWhiskPlatform:
@@ -41,19 +33,10 @@ class OpenWhiskPlatform:
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/init", self.init), web.post("/run", self.run)]
 
-    async def _body(self, request: web.Request) -> bytes | ActivationResult:
-        """The whole body, or the 413 that names the limit."""
-        try:
-            return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            limit = self.runner.config.max_body
-            return errors.error(413, f"The request body is larger than the limit of {limit} bytes "
-                                     f"(ACTIONPROXY_MAX_BODY).")
-
     async def init(self, request: web.Request) -> web.Response:
         if self.runner.initialized:
             return respond(await self.runner.init("", False, "", {}))
-        body = await self._body(request)
+        body = await read_body(request, self.runner.config.max_body)
         if isinstance(body, ActivationResult):
             return respond(body)
         try:
@@ -67,18 +50,15 @@ class OpenWhiskPlatform:
             value = {}
         if not isinstance(value, dict):
             return respond(errors.error(400, "Error unmarshaling request: 'value' must be a JSON object"))
-        code = value.get("code")
-        main = value.get("main") or "main"
-        env = _init_env(value.get("env"))
-        if not isinstance(code, (str, type(None))) or not isinstance(main, str) or env is None:
-            return respond(errors.error(
-                400, "Error unmarshaling request: 'code' and 'main' must be strings, 'env' an object"))
-        return respond(await self.runner.init(code, bool(value.get("binary")), main, env))
+        fields = parse_init(value)
+        if isinstance(fields, ActivationResult):
+            return respond(fields)
+        return respond(await self.runner.init(fields.code, fields.binary, fields.main, fields.env))
 
     async def run(self, request: web.Request) -> web.Response:
         if not (self.runner.ready or self.runner.starting):
             return respond(errors.not_initialized())
-        body = await self._body(request)
+        body = await read_body(request, self.runner.config.max_body)
         if isinstance(body, ActivationResult):
             return respond(body)
         try:
