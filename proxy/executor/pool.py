@@ -1,14 +1,18 @@
 """Runs activations on a set of channels: picks one with room, grows, replaces the dead.
 
 Capacity is per channel (1 for a v1 process or a forked sync worker, unlimited for an
-async launcher). When every channel is full and the pool may grow, a new one is started;
-otherwise the activation waits for room. Deadlines cover the wait and the run.
+async launcher). An activation that finds no room joins one FIFO queue; a slot that frees is
+handed to the queue's head and the activation is sent in the same step, so nobody takes a
+slot another was given, and a newcomer never goes ahead of those waiting. When activations
+wait and the pool may grow, new channels are started. A deadline that passes in the queue is
+answered without touching any process; one that passes while running abandons the run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import os
 from typing import Awaitable, Callable
 
@@ -18,16 +22,18 @@ from actionproxy.executor.channel import ActionLoopChannel
 from actionproxy.executor.deadlines import DeadlineWheel
 
 StartChannel = Callable[[], Awaitable[ActionLoopChannel]]
-GROW_AFTER = 0.005  # seconds an activation waits for a busy process before another is started
+GROW_AFTER = 0.005  # seconds activations wait for a busy process before another is started
 
 
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+class _Entry:
+    """One activation in the pool: its answer, and the channel it was sent to (None: queued)."""
 
+    __slots__ = ("activation", "answer", "channel")
 
-class StartFailed(Exception):
-    """A replacement channel could not be started; the message is for the logs."""
+    def __init__(self, activation: Activation, answer: asyncio.Future[ActivationResult]) -> None:
+        self.activation = activation
+        self.answer = answer
+        self.channel: ActionLoopChannel | None = None
 
 
 class ChannelPool:
@@ -37,131 +43,160 @@ class ChannelPool:
         self._max = max_channels
         self._grace = cancel_grace
         self._keep_one = keep_one
+        self._loop = asyncio.get_running_loop()
         self.channels: list[ActionLoopChannel] = []
         self._starting = 0
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._queue: collections.deque[_Entry] = collections.deque()
+        self._grow_timer: asyncio.TimerHandle | None = None
         self._closed = False
-        self._deadlines = DeadlineWheel(asyncio.get_running_loop())
+        self._deadlines = DeadlineWheel(self._loop)
         self.restarts = 0
 
     def adopt(self, channel: ActionLoopChannel) -> None:
         self.channels.append(channel)
         channel.dead.add_done_callback(lambda _: self._forget(channel))
+        self._dispatch()
 
     def _forget(self, channel: ActionLoopChannel) -> None:
         if channel in self.channels:
             self.channels.remove(channel)
-        if not self._closed:
-            os.write(2, f"actionproxy: process {channel.pid} of the action ended "
-                        f"({channel.dead.result().rstrip('.')}); it is replaced from the saved init\n".encode())
-        self._wake_one()
-        if self._keep_one and not self._closed and not self.channels and not self._starting:
-            asyncio.get_running_loop().create_task(self._replace())
-
-    async def _replace(self) -> None:
-        """Restart the lost channel now, so the next activation does not wait for it."""
         if self._closed:
             return
-        try:
-            await self._grow(replacing=True)
-        except Exception as exc:  # the next activation retries and reports it
-            os.write(2, f"actionproxy: cannot restart the action: {exc}\n".encode())
+        os.write(2, f"actionproxy: process {channel.pid} of the action ended "
+                    f"({channel.dead.result().rstrip('.')}); it is replaced from the saved init\n".encode())
+        if self._keep_one and not self.channels and not self._starting:
+            self._loop.create_task(self._grow())
+        else:
+            self._plan_growth()
 
-    async def _grow(self, replacing: bool = False) -> None:
+    # ------------------------------------------------------------------ growing
+    def _room_to_grow(self) -> int:
+        return self._max - len(self.channels) - self._starting
+
+    def _plan_growth(self) -> None:
+        """Start channels for the queue: at once when there is none, else after GROW_AFTER, so
+        fast actions keep few processes busy (more would only take turns on the CPU) and slow
+        ones get as many as they need."""
+        if not self._queue or self._room_to_grow() <= 0 or self._grow_timer is not None:
+            return
+        if not self.channels and not self._starting:
+            self._loop.create_task(self._grow())
+        else:
+            self._grow_timer = self._loop.call_later(GROW_AFTER, self._grow_for_queue)
+
+    def _grow_for_queue(self) -> None:
+        self._grow_timer = None
+        for _ in range(min(self._room_to_grow(), len(self._queue) - self._starting)):
+            self._loop.create_task(self._grow())
+
+    async def _grow(self) -> None:
+        replacing = self._keep_one and not self.channels
         self._starting += 1
         try:
             channel = await self._start()
-        except Exception:
-            self._wake_one()
-            raise
-        finally:
+        except Exception as exc:
             self._starting -= 1
+            self._start_failed(str(exc))
+            return
+        self._starting -= 1
         if replacing:
             self.restarts += 1
         if self._closed:
             channel.kill("the pool is closed")
             return
         self.adopt(channel)
-        self._wake_one()
 
-    def _wake_one(self) -> None:
-        """A slot may be free: let the longest waiter look (one slot, one waiter)."""
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+    def _start_failed(self, why: str) -> None:
+        """No channel could be started: with none left to wait for, the queue gets the error."""
+        if self._closed:
+            return
+        os.write(2, f"actionproxy: cannot start the action: {why}\n".encode())
+        if not self.channels and not self._starting:
+            self._fail_queue(errors.error(502, errors.START_FAILED))
 
-    async def _acquire(self) -> ActionLoopChannel:
-        """A channel with room. A new one is started only when there is none at all, or when
-        this activation has waited GROW_AFTER for room: fast actions then keep few processes
-        busy (more would only take turns on the CPU), slow ones get as many as they need."""
-        loop = asyncio.get_running_loop()
-        grow_at = loop.time() + (GROW_AFTER if self.channels else 0.0)
-        while True:
-            if self._closed:
-                raise StartFailed("the proxy is shutting down")
-            for channel in self.channels:
-                if channel.has_room:
-                    return channel
-            can_grow = len(self.channels) + self._starting < self._max
-            if can_grow and loop.time() >= grow_at:
-                try:
-                    await self._grow(replacing=not self.channels and self._keep_one)
-                except Exception as exc:
-                    raise StartFailed(str(exc)) from exc
+    def _fail_queue(self, result: ActivationResult) -> None:
+        queue, self._queue = self._queue, collections.deque()
+        for entry in queue:
+            if not entry.answer.done():
+                entry.answer.set_result(result)
+
+    # ------------------------------------------------------------------ running
+    def _free_channel(self) -> ActionLoopChannel | None:
+        for channel in self.channels:
+            if channel.has_room:
+                return channel
+        return None
+
+    def _send(self, entry: _Entry, channel: ActionLoopChannel) -> None:
+        """Taking the slot and sending the activation are one step: no await between them."""
+        entry.channel = channel
+        channel.submit(entry.activation).add_done_callback(lambda done: self._finished(entry, done))
+
+    def _finished(self, entry: _Entry, done: asyncio.Future[ActivationResult]) -> None:
+        if not entry.answer.done() and not done.cancelled():
+            entry.answer.set_result(done.result())
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Hand free slots to the queue, oldest first."""
+        while self._queue:
+            entry = self._queue[0]
+            if entry.answer.done():  # its deadline passed, or its client left
+                self._queue.popleft()
                 continue
-            waiter = loop.create_future()
-            self._waiters.append(waiter)
-            timer = loop.call_at(grow_at, _wake, waiter) if can_grow else None
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():
-                    self._wake_one()  # woken but gone (deadline): pass the slot on
-                raise
-            finally:
-                if timer is not None:
-                    timer.cancel()
+            channel = self._free_channel()
+            if channel is None:
+                self._plan_growth()
+                return
+            self._queue.popleft()
+            self._send(entry, channel)
 
     async def run(self, activation: Activation) -> ActivationResult:
-        """Run on a channel with room; past `activation.deadline` (loop time) give up on it."""
-        loop = asyncio.get_running_loop()
-        channel = next((c for c in self.channels if c.has_room), None)
-        if channel is None:
-            timeout = None if activation.deadline is None else activation.deadline - loop.time()
-            try:
-                channel = await asyncio.wait_for(self._acquire(), timeout)
-            except TimeoutError:
-                return errors.deadline_passed(killed=False)
-            except StartFailed as exc:
-                if not self._closed:  # closed: the proxy is shutting down, nothing to report
-                    os.write(2, f"actionproxy: cannot start the action: {exc}\n".encode())
-                return errors.error(502, errors.START_FAILED)
-        future = channel.submit(activation)
-        if activation.deadline is None:
-            watched = expire = None
+        """Run on a channel with room, after those already waiting; past `activation.deadline`
+        (loop time) give up on it."""
+        if self._closed:
+            return errors.error(502, errors.START_FAILED)
+        if activation.deadline is not None and activation.deadline <= self._loop.time():
+            return errors.deadline_passed(killed=False)
+        entry = _Entry(activation, self._loop.create_future())
+        channel = None if self._queue else self._free_channel()
+        if channel is not None:
+            self._send(entry, channel)
         else:
-            def expire() -> None:
-                if not future.done():
-                    killed = channel.abandon(activation, self._grace)
-                    future.set_result(errors.deadline_passed(killed=killed))
-
-            watched = self._deadlines.watch(activation.deadline, expire)
+            self._queue.append(entry)
+            self._plan_growth()
+        if activation.deadline is None:
+            return await self._answer(entry)
+        expire = functools.partial(self._expire, entry)
+        watched = self._deadlines.watch(activation.deadline, expire)
         try:
-            return await future
+            return await self._answer(entry)
         finally:
-            if watched is not None:
-                self._deadlines.forget(watched, expire)
-            if self._waiters:
-                self._wake_one()
+            self._deadlines.forget(watched, expire)
+
+    async def _answer(self, entry: _Entry) -> ActivationResult:
+        try:
+            return await entry.answer
+        finally:
+            if entry.channel is None and entry.answer.done():
+                try:
+                    self._queue.remove(entry)
+                except ValueError:
+                    pass
+
+    def _expire(self, entry: _Entry) -> None:
+        if entry.answer.done():
+            return
+        killed = entry.channel is not None and entry.channel.abandon(entry.activation, self._grace)
+        entry.answer.set_result(errors.deadline_passed(killed=killed))
 
     def watched(self) -> list[ActionLoopChannel]:
         return list(self.channels)
 
     def close(self) -> None:
         self._closed = True
+        if self._grow_timer is not None:
+            self._grow_timer.cancel()
         for channel in list(self.channels):
             channel.kill("the proxy is shutting down")
-        for waiter in self._waiters:  # activations waiting for room learn there will be none
-            _wake(waiter)
+        self._fail_queue(errors.error(502, errors.START_FAILED))  # there will be no room
