@@ -2,7 +2,9 @@
 
 The launcher process is started before `/init` (a "stem cell" with its runtime imported), so
 `/init` only loads the user's code. The launcher then reports a mode:
-- async: it multiplexes every activation itself; one process, restarted if it dies;
+- async: it multiplexes every activation itself; ACTIONPROXY_LAUNCHERS such processes (one by
+  default) share the activations, fewest in flight first, each restarted if it dies, so that
+  a crash fails only the activations of its own launcher;
 - sync: it is a zygote; each FORK frame forks a worker from the loaded action, which
   connects back to our Unix socket and runs one activation at a time. Workers are added on
   demand up to the configured maximum, and a stuck one is killed alone.
@@ -90,8 +92,18 @@ class LauncherExecutor:
         grace = self._config.cancel_grace
         if reply.get("mode") == "async":
             channel.capacity = 0
-            self._pool = ChannelPool(self._restart_async, 1, grace, keep_one=True)
-            self._pool.adopt(channel)
+            count = 1 if self._config.debug else self._config.launchers  # one debugger port
+            more = await asyncio.gather(*(self._restart_async() for _ in range(count - 1)),
+                                        return_exceptions=True)
+            started = [channel, *(c for c in more if isinstance(c, ActionLoopChannel))]
+            failed = next((e for e in more if isinstance(e, BaseException)), None)
+            if failed is not None:
+                for one in started:
+                    one.kill("another launcher failed to load the action")
+                raise failed if isinstance(failed, InitError) else InitError("start", str(failed))
+            self._pool = ChannelPool(self._restart_async, count, grace, keep=count)
+            for one in started:
+                self._pool.adopt(one)
             return
         self._zygote = channel
         channel.on_worker_exit = self._worker_exited

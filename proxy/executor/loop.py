@@ -55,7 +55,7 @@ class ExecutableExecutor:
             raise InitError("start", f"cannot start action: {exc}") from None
         v2 = channel.protocol == 2
         self._pool = ChannelPool(self._start, 1 if v2 else self._config.max_workers,
-                                 self._config.cancel_grace, keep_one=v2)
+                                 self._config.cancel_grace, keep=1 if v2 else 0)
         self._pool.adopt(channel)
 
     async def _start(self) -> ActionLoopChannel:

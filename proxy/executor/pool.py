@@ -37,12 +37,11 @@ class _Entry:
 
 
 class ChannelPool:
-    def __init__(self, start: StartChannel, max_channels: int, cancel_grace: float,
-                 keep_one: bool = False) -> None:
+    def __init__(self, start: StartChannel, max_channels: int, cancel_grace: float, keep: int = 0) -> None:
         self._start = start
         self._max = max_channels
         self._grace = cancel_grace
-        self._keep_one = keep_one
+        self._keep = keep  # channels replaced as soon as they end (async launchers)
         self._loop = asyncio.get_running_loop()
         self.channels: list[ActionLoopChannel] = []
         self._starting = 0
@@ -64,7 +63,7 @@ class ChannelPool:
             return
         os.write(2, f"actionproxy: process {channel.pid} of the action ended "
                     f"({channel.dead.result().rstrip('.')}); it is replaced from the saved init\n".encode())
-        if self._keep_one and not self.channels and not self._starting:
+        if len(self.channels) + self._starting < self._keep:
             self._loop.create_task(self._grow())
         else:
             self._plan_growth()
@@ -90,7 +89,7 @@ class ChannelPool:
             self._loop.create_task(self._grow())
 
     async def _grow(self) -> None:
-        replacing = self._keep_one and not self.channels
+        replacing = len(self.channels) + self._starting < self._keep
         self._starting += 1
         try:
             channel = await self._start()
@@ -122,10 +121,15 @@ class ChannelPool:
 
     # ------------------------------------------------------------------ running
     def _free_channel(self) -> ActionLoopChannel | None:
+        """The channel with room and the fewest activations in flight (async launchers share
+        the work; a sync worker with room has none)."""
+        free = None
         for channel in self.channels:
-            if channel.has_room:
-                return channel
-        return None
+            if channel.has_room and (free is None or len(channel.inflight) < len(free.inflight)):
+                free = channel
+                if not channel.inflight:
+                    break
+        return free
 
     def _send(self, entry: _Entry, channel: ActionLoopChannel) -> None:
         """Taking the slot and sending the activation are one step: no await between them."""
