@@ -31,6 +31,14 @@ def targets(results: dict) -> list[dict]:
             first = results["coldstart"][proxy]["init_to_first_result"]["median_ms"]
             checks.append({"target": f"{proxy} /init to first result < {TARGET_INIT_MS:g} ms",
                            "value": f"{first:.1f} ms", "pass": first < TARGET_INIT_MS})
+    if "coldstart" in results:
+        cold = results["coldstart"]
+        bare = cold["bare"]["listening"]["median_ms"]
+        for name, c in cold.items():
+            if name.startswith("dedicated "):
+                ratio = c["start_to_first_result"]["median_ms"] / bare
+                checks.append({"target": f"{name} spawn to first result <= bare spawn to listening",
+                               "value": f"{ratio:.2f}x", "pass": ratio <= 1.0})
     if "inflight" in results:
         checks += _inflight_targets(results["inflight"])
     return checks
@@ -186,6 +194,8 @@ def chart(results: dict, path: Path) -> None:
     if "inflight" in results:
         panels += [lambda ax: _inflight_done(ax, results["inflight"]),
                    lambda ax: _inflight_rss(ax, results["inflight"])]
+    if not panels:  # a run of parts without a chart (launchers)
+        return
     rows = (len(panels) + 1) // 2
     fig, axes = plt.subplots(rows, 2, figsize=(14, 5 * rows), squeeze=False)
     for ax, panel in zip(axes.flat, panels):
@@ -217,6 +227,14 @@ def summary(results: dict) -> str:
             lines.append(f"  {proxy:<12} spawn to listening {c['listening']['median_ms']:.1f}, "
                          f"/init alone {c['init']['median_ms']:.1f}, "
                          f"/init to first result {c['init_to_first_result']['median_ms']:.1f}")
+        bare = cold["bare"]["listening"]["median_ms"]
+        for name, c in cold.items():
+            if name.startswith("dedicated "):
+                first = c["start_to_first_result"]["median_ms"]
+                lines.append(f"  {name:<24} spawn to first result {first:.1f} ({first / bare:.2f}x bare listening)")
+    if "launchers" in results:
+        lines.append("")
+        lines += _launchers_summary(results["launchers"])
     if "inflight" in results:
         lines.append("")
         lines += _inflight_summary(results["inflight"])
@@ -226,6 +244,17 @@ def summary(results: dict) -> str:
         verdict = "N/A " if check["pass"] is None else "PASS" if check["pass"] else "MISS"
         lines.append(f"{verdict}  {check['target']:<{width}}{check['value']}")
     return "\n".join(lines).strip("\n")
+
+
+def _launchers_summary(launchers: dict) -> list[str]:
+    lines = ["ACTIONPROXY_LAUNCHERS=N, async echo: req/s as a ratio to N=1 (p99 ms), tree PSS MiB, "
+             "spawn to first result ms"]
+    for runtime, r in launchers.items():
+        for point, by_count in r["points"].items():
+            cells = "  ".join(f"N={n}: {v['ratio']:.2f}x ({v['p99_ms']:.1f})" for n, v in by_count.items())
+            lines.append(f"  {runtime:<7} {point:<6} {cells}")
+        lines.append(f"  {runtime:<7} PSS MiB {r['pss_mib']}, spawn to first result ms {r['start_to_first_result_ms']}")
+    return lines
 
 
 def _load_summary(points: list[dict]) -> list[str]:

@@ -4,7 +4,8 @@ The proxy (async action, and sync action on forked workers) is measured against 
 aiohttp + uvloop server in the same run, point by point, so that the ratios hold on a noisy
 machine even when the absolute numbers do not. The server under test and everything it starts
 run on one CPU, like a 1-CPU function container; wrk and this script (the in-flight client)
-run on another. `--only inflight` (repeatable: load, coldstart, inflight) runs just those parts.
+run on another. `--only inflight` (repeatable: load, coldstart, inflight, launchers) runs just
+those parts; `launchers` (not in the default run) prices ACTIONPROXY_LAUNCHERS.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import orjson
 
 import coldstart
 import inflight
+import launchers
 import loadgen
 import report
 from servers import BENCH, ROOT, Server, cpus, machine
@@ -31,7 +33,7 @@ LARGE_KIB = 256
 # shapes, because JSON parsing dominates one and moving bytes dominates the other
 POINTS = [("c=1", "small", 1), ("c=16", "small", 16), ("c=256", "small", 256),
           (f"{LARGE_KIB}KiB records c=8", "records", 8), (f"{LARGE_KIB}KiB string c=8", "string", 8)]
-PARTS = ("load", "coldstart", "inflight")
+PARTS = ("load", "coldstart", "inflight", "launchers")
 
 
 def run_body(value: object) -> bytes:
@@ -98,10 +100,10 @@ def main() -> None:
     parser.add_argument("--only", action="append", choices=PARTS,
                         help="run only this part (repeatable; default: all of them)")
     args = parser.parse_args()
-    parts = [part for part in PARTS if part in (args.only or PARTS)]
+    parts = [part for part in PARTS if part in (args.only or PARTS[:-1])]
     server_cpu, client_cpu = cpus()
     os.sched_setaffinity(0, {client_cpu})
-    wrk = loadgen.ensure_wrk() if "load" in parts else ""
+    wrk = loadgen.ensure_wrk() if {"load", "launchers"} & set(parts) else ""
     started = time.monotonic()
     results: dict = {"timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                      "machine": machine(),
@@ -130,6 +132,11 @@ def main() -> None:
         print(f"in flight: {inflight.N:,} x {inflight.WAIT_S:g} s, servers on CPU {server_cpu}, "
               f"asyncio client on CPU {client_cpu}", flush=True)
         results["inflight"] = inflight.measure(server_cpu, client_cpu, args.inflight_rounds)
+    if "launchers" in parts:
+        print(f"launchers: async actions on 1, 2 and 4 launchers, {args.seconds} s per point", flush=True)
+        with tempfile.TemporaryDirectory(prefix="bench-bodies-") as tmp:
+            small = write_bodies(Path(tmp))["small"]
+            results["launchers"] = launchers.measure(wrk, small, args.seconds, server_cpu, client_cpu)
     results["targets"] = report.targets(results)
     results["settings"]["wall_seconds"] = round(time.monotonic() - started, 1)
     out = BENCH / "results"
