@@ -14,7 +14,10 @@ SECRET := $(if $(CA_BUNDLE),--secret id=ca_bundle$(comma)src=$(CA_BUNDLE))
 
 .PHONY: dev run test bench clean base-images images
 
+# bytecode for the proxy and the launchers, also where PYTHONDONTWRITEBYTECODE is set (as in
+# the images, where it is built in): a cold start then compiles nothing
 dev: $(VENV)/.installed
+	$(BIN)/python -m compileall -q proxy runtimes
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)

@@ -5,6 +5,9 @@
 * init to first result: from sending /init with the action's source until the first /run
   result arrives, on one keep-alive connection, sent as soon as the server is listening,
   as an invoker would.
+* start to first result: a dedicated server (`serve --init FILE`, as an image with its
+  function baked in starts) from spawning until the first /run answers 200, polled as soon as
+  it may connect, for each runtime; the issue's goal is to beat the bare server's listening.
 The bare server gets the listening measurement too, as the floor for an aiohttp process.
 """
 
@@ -17,9 +20,14 @@ from pathlib import Path
 
 import orjson
 
-from servers import HOST, Server
+from servers import BENCH, HOST, Server
 
 RUN_BODY = orjson.dumps({"value": {"name": "Ada"}, "activation_id": "cold"})
+# (runtime, function) started with --init, as a dedicated image starts
+DEDICATED = {"python-sync": ("python", BENCH / "actions" / "echo_sync.py"),
+             "python-async": ("python", BENCH / "actions" / "echo_async.py"),
+             "nodejs": ("nodejs", BENCH / "actions" / "echo.js"),
+             "blackbox": ("blackbox", BENCH / "actions" / "echo.sh")}
 
 
 def _timed_post(conn: http.client.HTTPConnection, path: str, body: bytes) -> bytes:
@@ -55,6 +63,8 @@ def measure(actions: dict[str, Path], rounds: int, cpu: int) -> dict[str, dict]:
     samples: dict[str, dict[str, list[float]]] = {"bare": {"listening": []}}
     for name in actions:
         samples[name] = {"listening": [], "init": [], "init_to_first_result": []}
+    for name in DEDICATED:
+        samples[f"dedicated {name}"] = {"start_to_first_result": []}
     for _ in range(rounds):
         server = Server("bare", cpu)
         try:
@@ -70,5 +80,12 @@ def measure(actions: dict[str, Path], rounds: int, cpu: int) -> dict[str, dict]:
                 server.stop()
             samples[name]["init"].append(init)
             samples[name]["init_to_first_result"].append(first_result)
+        for name, (runtime, action) in DEDICATED.items():
+            server = Server("proxy", cpu, action, runtime)
+            try:
+                samples[f"dedicated {name}"]["start_to_first_result"].append(server.wait_listening())
+                server.wait_ready()  # the first answer was a result, not an error
+            finally:
+                server.stop()
     return {kind: {metric: _ms(values) for metric, values in metrics.items()}
             for kind, metrics in samples.items()}

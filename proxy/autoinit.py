@@ -9,10 +9,8 @@ the reason on stderr, so that a Knative revision never becomes ready with a brok
 from __future__ import annotations
 
 import base64
-import io
 import os
 import sys
-import zipfile
 from pathlib import Path
 
 from actionproxy.archive import is_gzip, is_zip
@@ -21,6 +19,9 @@ from actionproxy.runner import ActionRunner
 
 
 def zip_folder(folder: Path) -> bytes:
+    import io
+    import zipfile
+
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(folder.rglob("*")):

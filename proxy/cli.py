@@ -17,6 +17,9 @@ from actionproxy.config import PLATFORMS, RUNTIMES, Config
 from actionproxy.pid1 import become_init_if_pid1
 
 
+SERVE_HELP = "serve the OpenWhisk action contract over HTTP"
+
+
 def bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -25,18 +28,40 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="actionproxy", description=__doc__.split("\n")[0])
-    top.add_argument("--version", action="version", version=f"actionproxy {__version__}")
-    commands = top.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve the OpenWhisk action contract over HTTP")
-    serve.add_argument("--runtime", required=True, choices=RUNTIMES)
-    serve.add_argument("--port", type=int, help="listen port (default: $PORT, else 8080)")
+def port(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 < number < 65536:
+        raise argparse.ArgumentTypeError(f"{number} is not a port: use 1-65535")
+    return number
+
+
+def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument("--runtime", required=True, choices=RUNTIMES,
+                       help="what the function is: python or nodejs source, or blackbox (any executable)")
+    serve.add_argument("--port", type=port, help="listen port (default: $PORT, else 8080)")
     serve.add_argument("--init", type=Path, metavar="FILE",
                        help="load this source file or zip at start, as POST /init would")
     serve.add_argument("--main", default="main", help="entry point for --init (default: main)")
     serve.add_argument("--platform", choices=PLATFORMS,
                        help="contract to serve (default: $__OW_RUNTIME_PLATFORM, else openwhisk)")
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    """`serve` alone: starting a function imports no tool module (ksvc, bake, build)."""
+    serve = argparse.ArgumentParser(prog="actionproxy serve", description=SERVE_HELP)
+    add_serve_arguments(serve)
+    serve.set_defaults(command="serve")
+    return serve
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="actionproxy", description=__doc__.split("\n")[0])
+    top.add_argument("--version", action="version", version=f"actionproxy {__version__}")
+    commands = top.add_subparsers(dest="command", required=True)
+    add_serve_arguments(commands.add_parser("serve", help=SERVE_HELP, description=SERVE_HELP))
     from actionproxy import ksvc  # argparse only; PyYAML is imported when a manifest is written
 
     ksvc.add_parser(commands)
@@ -53,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         from actionproxy.tekton.cli import run as run_cluster_build  # kubernetes is imported lazily there
 
         return run_cluster_build(argv[1:])
-    args = parser().parse_args(argv)
+    args = serve_parser().parse_args(argv[1:]) if argv[:1] == ["serve"] else parser().parse_args(argv)
     if args.command == "ksvc":
         from actionproxy.ksvc import run
 
@@ -72,13 +97,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         sock = bind(config.host, config.port)
-    except OSError as exc:
+    except (OSError, OverflowError) as exc:  # OverflowError: a $PORT past 65535
         print(f"actionproxy: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
         return 1
     from actionproxy.executor.stemcell import spawn_stem_cell, worker_socket_path
 
     socket_path = worker_socket_path()
     stem = spawn_stem_cell(config, socket_path) if config.launcher is not None else None
+    from actionproxy import serverside
+
+    serverside.install()  # before anything imports aiohttp
     from actionproxy.server import serve
 
     serve(config, sock, stem, socket_path)

@@ -23,7 +23,6 @@ import time
 from bisect import bisect_left
 
 import orjson
-import psutil
 
 from actionproxy import errors
 from actionproxy.activation import ActivationResult
@@ -82,6 +81,8 @@ def seconds_since_start() -> float:
                     pid = 1
         return time.clock_gettime(time.CLOCK_BOOTTIME) - _process_start_boottime(pid)
     except (OSError, ValueError, IndexError):
+        import psutil
+
         return time.time() - psutil.Process().create_time()
 
 
@@ -164,6 +165,8 @@ class ProxyMetrics:
     def _sample(self) -> tuple[float, int, float, int]:
         """(proxy CPU, proxy RSS, runtime CPU, runtime RSS). Runtime CPU = the live descendants'
         own and reaped-children times, plus the proxy's reaped children's; kept monotonic."""
+        import psutil
+
         me = psutil.Process()
         with me.oneshot():
             times = me.cpu_times()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from actionproxy import archive
+from actionproxy import archive, extract
 from actionproxy.config import ArchiveLimits
 from conftest import Proxy, zip_b64
 
@@ -325,7 +325,7 @@ def test_unit_extract_zip_refuses_escaping_names(tmp_path: Path, name: str) -> N
     root = tmp_path / "a" / "b" / "root"
     root.mkdir(parents=True)
     with pytest.raises(archive.ArchiveError):
-        archive.extract_zip(zip_archive([file(name, "x")]), root, ArchiveLimits(10_000))
+        extract.extract_zip(zip_archive([file(name, "x")]), root, ArchiveLimits(10_000))
     assert not [p for p in tree(tmp_path) if "escaped" in p]
 
 
@@ -336,8 +336,8 @@ def test_unit_extract_zip_counts_bytes_against_the_cap(tmp_path: Path) -> None:
     capped.mkdir()
     fits.mkdir()
     with pytest.raises(archive.ArchiveError, match="1000"):
-        archive.extract_zip(many, capped, ArchiveLimits(1000))
-    archive.extract_zip(many, fits, ArchiveLimits(1500))
+        extract.extract_zip(many, capped, ArchiveLimits(1000))
+    extract.extract_zip(many, fits, ArchiveLimits(1500))
     assert len(list(fits.iterdir())) == 5
 
 

@@ -5,11 +5,12 @@ Each executor loads one action (`init`), then runs activations (`run`) until `cl
 
 from __future__ import annotations
 
-from typing import Iterable, Protocol
+from typing import TYPE_CHECKING, Iterable, Protocol
 
-from actionproxy.activation import Activation, ActivationResult
-from actionproxy.archive import ActionSource
-from actionproxy.executor.memory import Watched
+if TYPE_CHECKING:  # the stem cell is spawned through this package before anything heavy loads
+    from actionproxy.activation import Activation, ActivationResult
+    from actionproxy.archive import ActionSource
+    from actionproxy.executor.memory import Watched
 
 
 class InitError(Exception):

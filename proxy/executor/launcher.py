@@ -20,7 +20,6 @@ import struct
 from typing import Callable
 
 import orjson
-import psutil
 
 from actionproxy.activation import Activation, ActivationResult
 from actionproxy.archive import ActionSource
@@ -33,6 +32,15 @@ from actionproxy.executor.stemcell import spawn_stem_cell, worker_socket_path
 
 FORK_TIMEOUT = 10.0
 PEERCRED = struct.Struct("3i")
+
+
+def parent_pid(pid: int) -> int | None:
+    """From /proc/<pid>/stat (the field after the state, which follows the last ')')."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return int(stat.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 class LauncherExecutor:
@@ -149,10 +157,7 @@ class LauncherExecutor:
 
     def _forked_by_zygote(self, pid: int) -> bool:
         zygote = self._zygote
-        try:
-            return zygote is not None and psutil.Process(pid).ppid() == zygote.process.pid
-        except psutil.Error:
-            return False
+        return zygote is not None and parent_pid(pid) == zygote.process.pid
 
     async def _fork_worker(self) -> ActionLoopChannel:
         zygote = self._zygote

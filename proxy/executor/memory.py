@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
-import psutil
+if TYPE_CHECKING:  # imported when the first check runs, off the cold-start path
+    import psutil
 
 EXHAUSTED = "The action exhausted its memory and was aborted."
 
@@ -47,6 +48,8 @@ class Group:
 
 
 def _measure(process: psutil.Process, how: Callable) -> Any:
+    import psutil
+
     try:
         return how(process)
     except psutil.Error:  # it ended meanwhile
@@ -57,6 +60,8 @@ def groups(items: Iterable[Watched]) -> list[Group]:
     """Each watched process with the processes below it, down to the next watched one. Found
     from every process's parent, not from this one's children: a forked worker is re-parented
     (to us as PID 1 in a container, to the host's init elsewhere)."""
+    import psutil
+
     by_pid = {item.pid: Group(item) for item in items}
     processes: dict[int, psutil.Process] = {}
     children: dict[int, list[int]] = {}

@@ -8,13 +8,15 @@ even imported; `ProcessHandle` attaches it to the loop later.
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import os
 import signal
 import subprocess
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:  # spawn runs before the event loop's modules are imported
+    import asyncio
 
 
 @dataclass
