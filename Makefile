@@ -17,7 +17,7 @@ SECRET := $(if $(CA_BUNDLE),--secret id=ca_bundle$(comma)src=$(CA_BUNDLE))
 # bytecode for the proxy and the launchers, also where PYTHONDONTWRITEBYTECODE is set (as in
 # the images, where it is built in): a cold start then compiles nothing
 dev: $(VENV)/.installed
-	$(BIN)/python -m compileall -q proxy runtimes
+	$(BIN)/python -m compileall -q proxy
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,9 +26,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: dev
-	@echo "Serving runtimes/python/examples/hello.py on localhost:$(PORT). Try:"
+	@echo "Serving runtimes/python/examples/hello.py on 127.0.0.1:$(PORT) (this machine only). Try:"
 	@echo "  curl -s -XPOST localhost:$(PORT)/run -H 'Content-Type: application/json' -d '{\"value\":{\"name\":\"Ada\"},\"activation_id\":\"a1\"}'"
-	$(BIN)/actionproxy serve --runtime python --port $(PORT) --init runtimes/python/examples/hello.py
+	ACTIONPROXY_HOST=127.0.0.1 $(BIN)/actionproxy serve --runtime python --port $(PORT) --init runtimes/python/examples/hello.py
 
 test: dev
 	$(BIN)/pytest

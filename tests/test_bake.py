@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from actionproxy import bake as bakemod
+from actionproxy.tools import bake as bakemod
 from actionproxy.cli import main as cli_main
 from conftest import DOCKER, docker, free_port, image, require_docker
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from conftest import free_port
 
 ECHO = "def main(args):\n    return args\n"
-TOOLS = ("actionproxy.ksvc", "actionproxy.bake", "actionproxy.tekton", "yaml", "kubernetes")
+TOOLS = ("actionproxy.tools.ksvc", "actionproxy.tools.bake", "actionproxy.tools.tekton", "yaml", "kubernetes")
 CLIENT = {"aiohttp.client", "aiohttp.connector", "aiohttp.cookiejar"}
 
 
@@ -79,3 +79,20 @@ def test_serve_imports_no_tool_and_no_http_client(tmp_path: Path) -> None:
     imported = {line.rsplit("|", 1)[1].strip() for line in err.read_text().splitlines() if line.startswith("import time:")}
     assert "aiohttp.web" in imported
     assert not [name for name in imported if name.startswith(TOOLS) or name in CLIENT], sorted(imported)
+
+
+def test_a_function_that_does_not_load_at_start_says_why_without_sentinels(tmp_path: Path) -> None:
+    """`serve --init` of code that does not load exits 3 with the reason; no OpenWhisk sentinel
+    lines (there is no activation), no Go proxy wording, no traceback from the launcher."""
+    for name, code, reason in (("bad.py", "def main(args)\n    return {}\n", "does not load"),
+                               ("bad.zip", "PK\x03\x04garbage", "uncompressing")):
+        function = tmp_path / name
+        function.write_text(code)
+        done = actionproxy("serve", "--runtime", "python", "--port", str(free_port()), "--init", str(function),
+                           env={"ACTIONPROXY_HOST": "127.0.0.1", "ACTIONPROXY_ACTION_DIR": str(tmp_path / "a")})
+        assert done.returncode == 3, done
+        assert f"cannot load the action from {function}" in done.stderr and reason in done.stderr, done.stderr
+        for noise in ("XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX", "generate or locate a binary", "Traceback"):
+            assert noise not in done.stdout + done.stderr, (noise, done.stdout, done.stderr)
+    assert "SyntaxError" in actionproxy("serve", "--runtime", "python", "--port", str(free_port()), "--init",
+                                        str(tmp_path / "bad.py")).stderr

@@ -305,6 +305,20 @@ def test_no_pip_and_no_compiler(services, runtime: str) -> None:
     assert [line for line in found if line] == [], f"{image(runtime)} contains build tools"
 
 
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_no_build_tools_of_ours_in_the_image(services, runtime: str) -> None:
+    """The runtime carries the runtime alone: no actionproxy.tools (bake, build, ksvc, the
+    Tekton client), no PyYAML, no kubernetes client; its CLI says how to get the tools."""
+    script = ('py=/opt/actionproxy/bin/python; '
+              'for m in actionproxy.tools yaml kubernetes; do "$py" -c "import $m" 2>/dev/null && echo "import $m"; done; '
+              'ls -d /opt/actionproxy/lib/python3*/site-packages/actionproxy/tools 2>/dev/null; '
+              'actionproxy ksvc --image x >/dev/null 2>&1 && echo "ksvc ran"; true')
+    found = docker("exec", services[runtime]["id"], "sh", "-c", script).stdout.split("\n")
+    assert [line for line in found if line] == [], f"{image(runtime)} carries tool code: {found}"
+    done = docker("exec", services[runtime]["id"], "actionproxy", "build", "--help", check=False)
+    assert done.returncode == 2 and "pip install 'actionproxy[tools]'" in done.stderr, done
+
+
 def _bundle_lines() -> list[str]:
     """Lines of the certificates in the build's CA bundle (CA_BUNDLE, else the machine's) that
     the images do not ship themselves: what the secret alone could have put in an image."""

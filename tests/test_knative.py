@@ -407,3 +407,16 @@ def test_dedicated_image_answers_its_first_post(tmp_path: Path) -> None:
         assert (status, answer) == (200, {"greeting": "Hello, Ada"})
     finally:
         docker("rm", "-f", "-v", container, check=False)
+
+
+def test_deadlines_read_as_in_openwhisk_mode(start_proxy) -> None:
+    """One reading of `deadline` for both platforms: a value that is not epoch ms is a 400 (it
+    was silently ignored here), one that passed since the proxy started is enforced at once,
+    one from before the start (a test suite's "123") is ignored."""
+    proxy = dedicated(start_proxy, "def main(a):\n    return {'ok': True}\n", runtime="python")
+    for bad in ("soon", "NaN", [1], {"ms": 1}):
+        status, _, body = call(proxy, {"activation": {"deadline": bad}, "value": {}})
+        assert status == 400 and "deadline" in json.loads(body)["error"], (bad, status, body)
+    status, _, body = call(proxy, {"activation": {"deadline": str(int(time.time() * 1000) - 1)}, "value": {}})
+    assert status == 502 and "deadline" in json.loads(body)["error"], body
+    assert call(proxy, {"activation": {"deadline": "123"}, "value": {}})[0] == 200

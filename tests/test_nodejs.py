@@ -1,4 +1,4 @@
-"""The Node.js runtime (`--runtime nodejs`, runtimes/nodejs/launcher.js), over real HTTP.
+"""The Node.js runtime (`--runtime nodejs`, the nodejs launcher, launchers/nodejs/launcher.js), over real HTTP.
 
 Numbers in the docstrings are the case numbers of spec f.5 (OpenWhisk's NodeJsActionContainerTests).
 Expectations are OpenWhisk's, except where our issue decided otherwise and the docstring says so:

@@ -1,4 +1,4 @@
-"""actionproxy.serverside: aiohttp's server modules without its client, and a package that
+"""actionproxy.http.serverside: aiohttp's server modules without its client, and a package that
 becomes whole the moment anything asks for what only the whole package has."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import sys
 
 PROBE = """
 import sys
-from actionproxy import serverside
+from actionproxy.http import serverside
 serverside.install()
 from aiohttp import web
 import aiohttp
@@ -25,7 +25,7 @@ print("ok")
 ALREADY_IMPORTED = """
 import sys
 import aiohttp
-from actionproxy import serverside
+from actionproxy.http import serverside
 serverside.install()
 assert sys.modules["aiohttp"] is aiohttp
 print("ok")

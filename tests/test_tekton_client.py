@@ -499,8 +499,8 @@ def test_sigint_cancels_the_run(fake, kubeconfig, inherited):
 
 
 def test_keyboardinterrupt_from_hook_cancels(fake, kubeconfig, monkeypatch, capsys):
-    from actionproxy.tekton import cli as tcli
-    from actionproxy.tekton import client
+    from actionproxy.tools.tekton import cli as tcli
+    from actionproxy.tools.tekton import client
 
     fake.scenario = succeed
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
@@ -560,4 +560,4 @@ def test_missing_extra_is_explained(tmp_path):
     done = subprocess.run([sys.executable, "-m", "actionproxy", *BASE], env=env, capture_output=True,
                           text=True, timeout=60, cwd=REPO)
     assert done.returncode == 2
-    assert "pip install 'actionproxy[tekton]'" in done.stderr
+    assert "pip install 'actionproxy[tools]'" in done.stderr

@@ -27,8 +27,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-RUNTIMES = ("python", "nodejs", "blackbox")
-TARGETS = ("openwhisk", "knative")
+from actionproxy.config import PLATFORMS, RUNTIMES
+
+TARGETS = PLATFORMS  # a function image is built for the platform it will serve
 ACTION = "/action"
 SKIP = {".git", "__pycache__", ".venv"}
 

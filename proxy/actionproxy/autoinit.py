@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import os
 import sys
+
+import orjson
 from pathlib import Path
 
 from actionproxy.archive import is_gzip, is_zip
@@ -46,7 +48,7 @@ async def autoinit(runner: ActionRunner, spec: AutoInit) -> None:
     try:
         code, binary = action_code(spec)
         result = await runner.init(code, binary, spec.main, {})
-        failure = None if result.status == 200 else result.body.decode("utf-8", "replace")
+        failure = None if result.status == 200 else str(orjson.loads(result.body).get("error"))
     except (OSError, UnicodeDecodeError) as exc:
         failure = str(exc)
     runner.finish_starting()

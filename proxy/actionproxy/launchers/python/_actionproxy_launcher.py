@@ -554,7 +554,10 @@ def main() -> None:
     channel = FrameChannel(3)
     install_streams(channel)
     os.environ = ActivationEnviron(os.environ)
-    os.write(3, b'{"ok": true, "protocol": 2}\n')
+    try:
+        os.write(3, b'{"ok": true, "protocol": 2}\n')
+    except BrokenPipeError:  # the proxy ended before it needed a launcher (a failed start)
+        return
     requests = FrameReader(0)
     for kind, _, payload in requests:
         if kind == INIT:

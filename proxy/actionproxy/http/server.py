@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import AsyncIterator
 
 from aiohttp import web
 
@@ -11,13 +12,14 @@ from actionproxy import errors
 from actionproxy.autoinit import autoinit
 from actionproxy.config import Config
 from actionproxy.executor.process import SpawnedProcess
-from actionproxy.lifecycle import Drain, health_routes
-from actionproxy.platform.knative import KnativePlatform
-from actionproxy.platform.openwhisk import OpenWhiskPlatform, respond
-from actionproxy.readtimeouts import TimedSockSite, bounded_body
+from actionproxy.http.lifecycle import Drain, health_routes
+from actionproxy.http.knative import KnativePlatform
+from actionproxy.http.openwhisk import OpenWhiskPlatform, respond
+from actionproxy.http.readtimeouts import TimedSockSite, bounded_body
 from actionproxy.runner import ActionRunner
 
 BACKLOG = 1024
+AUTOINIT = web.AppKey("autoinit", asyncio.Task)  # holds the start-up load, so it is not collected
 KEEPALIVE_SECONDS = 75.0  # an idle kept-alive connection is closed after this (web.run_app's default)
 
 
@@ -35,16 +37,16 @@ def build_app(config: Config, stem: SpawnedProcess | None = None,
     app.add_routes(platform.routes())
     app.add_routes(health_routes(runner))
     app.router.add_route("*", "/{tail:.*}", not_found)
-    if config.autoinit is not None:
-        async def start_autoinit(_: web.Application) -> None:
-            app["autoinit"] = asyncio.get_running_loop().create_task(autoinit(runner, config.autoinit))
 
-        app.on_startup.append(start_autoinit)
-
-    async def close_runner(_: web.Application) -> None:
+    async def lifetime(_: web.Application) -> AsyncIterator[None]:
+        """The baked-in action loads while the server already answers; the runner's processes
+        are stopped when the server is."""
+        if config.autoinit is not None:
+            app[AUTOINIT] = asyncio.get_running_loop().create_task(autoinit(runner, config.autoinit))
+        yield
         runner.close()
 
-    app.on_cleanup.append(close_runner)
+    app.cleanup_ctx.append(lifetime)
     return app
 
 

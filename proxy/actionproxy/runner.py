@@ -19,8 +19,8 @@ from actionproxy.archive import EXECUTABLE, ActionSource, ArchiveError, ArchiveT
 from actionproxy.config import Config
 from actionproxy.envvars import first_unexportable
 from actionproxy.executor import Executor, InitError
-from actionproxy.executor.launcher import LauncherExecutor
-from actionproxy.executor.loop import ExecutableExecutor
+from actionproxy.executor.languages import LauncherExecutor
+from actionproxy.executor.executables import ExecutableExecutor
 from actionproxy.executor.memory import MemoryGuard, Watched
 from actionproxy.executor.oneshot import OneshotExecutor
 from actionproxy.executor.process import SpawnedProcess
@@ -127,7 +127,7 @@ class ActionRunner:
             await executor.init(source, env)
         except ArchiveTooLarge as exc:
             await asyncio.to_thread(shutil.rmtree, dest, True)
-            self.logs.proxy_error(str(exc), sentinels=True)
+            self.logs.proxy_error(str(exc), sentinels=not self.starting)
             return errors.error(413, str(exc))
         except ArchiveError as exc:
             await asyncio.to_thread(shutil.rmtree, dest, True)
@@ -172,6 +172,11 @@ class ActionRunner:
         return executor
 
     def _init_failed(self, exc: InitError) -> ActivationResult:
+        """The contract's wording over HTTP, the detail in the log. The baked-in action's load
+        at start-up is no activation: its detail is the answer, with no sentinel lines."""
+        if self.starting:
+            said = "its code does not load" if exc.kind == "compile" else "it does not start"
+            return errors.error(502, exc.detail or f"{said} (the error is above)")
         message = errors.COMPILE_FAILED if exc.kind == "compile" else errors.START_FAILED
         self.logs.proxy_error(exc.detail, sentinels=True)
         return errors.error(502, message)

@@ -5,17 +5,15 @@ Only request shapes and response rules live here; the work is done by the Action
 
 from __future__ import annotations
 
-import asyncio
-import math
-import time
 
 import orjson
 from aiohttp import web
 
 from actionproxy import errors
 from actionproxy.activation import Activation, ActivationResult
-from actionproxy.platform.body import read_body
-from actionproxy.platform.initfields import parse_init
+from actionproxy.http.body import read_body
+from actionproxy.http.deadline import Deadlines
+from actionproxy.http.initfields import parse_init
 from actionproxy.runner import ActionRunner
 
 JSON = "application/json"
@@ -28,7 +26,7 @@ def respond(result: ActivationResult) -> web.Response:
 class OpenWhiskPlatform:
     def __init__(self, runner: ActionRunner) -> None:
         self.runner = runner
-        self._started_ms = time.time() * 1000
+        self.deadlines = Deadlines()
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/init", self.init), web.post("/run", self.run)]
@@ -71,25 +69,8 @@ class OpenWhiskPlatform:
         if not isinstance(value, (dict, list)):
             self.runner.logs.proxy_error("", sentinels=True)
             return respond(errors.error(404, errors.BAD_ARGUMENT))
-        deadline = self._deadline(message.get("deadline"))
+        deadline = self.deadlines.parse(message.get("deadline"))
         if isinstance(deadline, ActivationResult):
             return respond(deadline)
         activation = Activation(body, str(message.get("activation_id") or ""), deadline, message)
         return respond(await self.runner.run(activation))
-
-    def _deadline(self, raw: object) -> float | None | ActivationResult:
-        """Epoch ms (string or number) -> loop time. A deadline from before this proxy
-        started cannot come from a platform that started it (OpenWhisk's own test suite
-        sends "123"), so it is not enforced."""
-        if raw is None or raw == "":
-            return None
-        try:
-            epoch_ms = float(raw)
-        except (TypeError, ValueError):
-            epoch_ms = math.nan
-        if not math.isfinite(epoch_ms):
-            return errors.error(400, f"The deadline must be epoch milliseconds, not {raw!r}.")
-        if epoch_ms < self._started_ms:
-            return None
-        loop = asyncio.get_running_loop()
-        return loop.time() + (epoch_ms - time.time() * 1000) / 1000

@@ -21,7 +21,7 @@ from actionproxy.config import Config
 from actionproxy.envvars import first_unexportable
 from actionproxy.executor.deadlines import DeadlineWheel
 from actionproxy.executor.fdio import FdReader, FdWriter
-from actionproxy.executor.loop import child_env
+from actionproxy.executor.executables import child_env
 from actionproxy.executor.process import ProcessHandle, spawn_plain
 
 MAX_ARG = 131071  # Linux MAX_ARG_STRLEN - 1: a longer JSON goes on stdin only, as in the skeleton

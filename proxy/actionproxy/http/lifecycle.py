@@ -27,7 +27,7 @@ from aiohttp import web
 
 from actionproxy.activation import ActivationResult
 from actionproxy.metrics import CONTENT_TYPE
-from actionproxy.platform.openwhisk import respond
+from actionproxy.http.openwhisk import respond
 from actionproxy.runner import ActionRunner
 
 DRAIN_POLL = 0.02  # seconds between looks at what is still in flight during a drain

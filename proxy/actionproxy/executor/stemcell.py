@@ -44,6 +44,12 @@ def has_debugpy(python: str) -> bool:
     return found
 
 
+def proxy_environ() -> dict[str, str]:
+    """The proxy's environment, for a child it starts, with the proxy's version as OpenWhisk's
+    proxies announce it."""
+    return {**os.environ, "__OW_PROXY_VERSION": __version__}
+
+
 def worker_socket_path() -> str:
     """Where forked workers connect back to the proxy (a private folder of its own)."""
     return os.path.join(tempfile.mkdtemp(prefix="actionproxy-sock-"), "workers.sock")
@@ -51,8 +57,7 @@ def worker_socket_path() -> str:
 
 def spawn_stem_cell(config: Config, socket_path: str) -> SpawnedProcess:
     """A launcher that imports its runtime, acks, and waits for INIT."""
-    env = dict(os.environ)
+    env = proxy_environ()
     env["__OW_WAIT_FOR_ACK"] = "1"
-    env["__OW_PROXY_VERSION"] = __version__
     env["ACTIONPROXY_WORKER_SOCKET"] = socket_path
     return spawn(launcher_argv(config), env)

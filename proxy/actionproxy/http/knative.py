@@ -17,12 +17,10 @@ status, and a failing run in the init+run path still gets an answer.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
 import os
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -32,9 +30,10 @@ from aiohttp import web
 
 from actionproxy.activation import Activation, ActivationResult
 from actionproxy.config import Config
-from actionproxy.platform.body import read_body
-from actionproxy.platform.initfields import InitFields, parse_init
-from actionproxy.platform.webaction import CORS, is_text, json_response, web_response
+from actionproxy.http.body import read_body
+from actionproxy.http.deadline import Deadlines
+from actionproxy.http.initfields import InitFields, parse_init
+from actionproxy.http.webaction import CORS, is_text, json_response, web_response
 from actionproxy.runner import ActionRunner
 
 DEDICATED = "Cannot initialize a runtime with a dedicated function: its action was loaded at start-up."
@@ -64,6 +63,7 @@ class KnativePlatform:
         self.config = runner.config
         self.defaults = default_params(self.config)
         self.context = {name.lower(): os.environ[name] for name in CONTEXT_ENV if os.environ.get(name)}
+        self.deadlines = Deadlines()
         self._loaded: bytes | None = None  # which init this stem cell holds
 
     def routes(self) -> list[web.RouteDef]:
@@ -149,20 +149,9 @@ class KnativePlatform:
         context = {**self.context, **{k: v for k, v in activation.items() if k != "value"}}
         context.setdefault("activation_id", uuid.uuid4().hex)
         run_body = orjson.dumps({**context, "value": params})
-        deadline = _deadline(context.get("deadline"))
+        deadline = self.deadlines.parse(context.get("deadline"))
+        if isinstance(deadline, ActivationResult):
+            return web_response(deadline)
         result = await self.runner.run(Activation(run_body, str(context["activation_id"]), deadline,
                                                   {**context, "value": params}))
         return web_response(result)
-
-
-def _deadline(raw: Any) -> float | None:
-    """Knative requests rarely carry one; when they do, it is epoch ms like OpenWhisk's."""
-    try:
-        epoch_ms = float(raw)
-    except (TypeError, ValueError):
-        return None
-    if not epoch_ms > time.time() * 1000:
-        return None
-    return asyncio.get_running_loop().time() + (epoch_ms - time.time() * 1000) / 1000
-
-

@@ -1,4 +1,4 @@
-"""`actionproxy serve --runtime python [--port N]` and `actionproxy --version`.
+"""actionproxy: serve a function (serve), and build and deploy function images (bake, build, ksvc).
 
 Start-up order is the cold-start design: bind the port (the platform's connects queue in the
 backlog), start the stem-cell launcher, and only then import the HTTP stack, which takes
@@ -17,7 +17,12 @@ from actionproxy.config import PLATFORMS, RUNTIMES, Config
 from actionproxy.pid1 import become_init_if_pid1
 
 
-SERVE_HELP = "serve the OpenWhisk action contract over HTTP"
+SERVE_HELP = "serve a function over HTTP: the OpenWhisk action contract, or Knative's"
+TOOLS = {"ksvc": "write a Knative Service (and Trigger) manifest for a function image",
+         "bake": "write a function image's Dockerfile and build context",
+         "build": "build a function image, on a cluster with Tekton or with the local Docker daemon"}
+TOOLS_MISSING = ("the build and deploy tools are not installed here (the runtime images leave them out): "
+                 "pip install 'actionproxy[tools]'")
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -62,29 +67,40 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"actionproxy {__version__}")
     commands = top.add_subparsers(dest="command", required=True)
     add_serve_arguments(commands.add_parser("serve", help=SERVE_HELP, description=SERVE_HELP))
-    from actionproxy import ksvc  # argparse only; PyYAML is imported when a manifest is written
-
+    try:
+        from actionproxy.tools import bake, ksvc  # argparse only; PyYAML is imported when a manifest is written
+    except ImportError:  # a runtime image, or an install without the tools extra
+        for name, what in TOOLS.items():
+            commands.add_parser(name, help=f"{what} ({TOOLS_MISSING})")
+        return top
     ksvc.add_parser(commands)
-    from actionproxy import bake
-
     bake.add_parsers(commands)
     return top
 
 
+def tools_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("actionproxy.tools") is not None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] and argv[0] in TOOLS and not tools_installed():
+        print(f"actionproxy {argv[0]}: {TOOLS_MISSING}", file=sys.stderr)
+        return 2
     local = "--local" in argv or any(a == "--source" or a.startswith("--source=") for a in argv)
     if argv[:1] == ["build"] and not local:  # --source DIR is a local folder: bake.run_build's branch
-        from actionproxy.tekton.cli import run as run_cluster_build  # kubernetes is imported lazily there
+        from actionproxy.tools.tekton.cli import run as run_cluster_build  # kubernetes is imported lazily there
 
         return run_cluster_build(argv[1:])
     args = serve_parser().parse_args(argv[1:]) if argv[:1] == ["serve"] else parser().parse_args(argv)
     if args.command == "ksvc":
-        from actionproxy.ksvc import run
+        from actionproxy.tools.ksvc import run
 
         return run(args)
     if args.command in ("bake", "build"):
-        from actionproxy import bake
+        from actionproxy.tools import bake
 
         return bake.run_bake(args) if args.command == "bake" else bake.run_build(args)
     if args.command == "serve":
@@ -104,10 +120,10 @@ def main(argv: list[str] | None = None) -> int:
 
     socket_path = worker_socket_path()
     stem = spawn_stem_cell(config, socket_path) if config.launcher is not None else None
-    from actionproxy import serverside
+    from actionproxy.http import serverside
 
     serverside.install()  # before anything imports aiohttp
-    from actionproxy.server import serve
+    from actionproxy.http.server import serve
 
     serve(config, sock, stem, socket_path)
     return 0

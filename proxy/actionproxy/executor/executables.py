@@ -8,10 +8,8 @@ on its own, so it gets exactly one process.
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Callable
 
-from actionproxy import __version__
 from actionproxy.activation import Activation, ActivationResult
 from actionproxy.archive import ActionSource
 from actionproxy.config import Config
@@ -19,6 +17,7 @@ from actionproxy.executor import InitError
 from actionproxy.executor.channel import ActionLoopChannel, ChannelDied
 from actionproxy.executor.pool import ChannelPool
 from actionproxy.executor.process import ProcessHandle, spawn
+from actionproxy.executor.stemcell import proxy_environ
 
 # Alive this long without an ack = started. The reference proxy waits 5 ms, too short on a
 # loaded machine to see a script that fails at once; an ack ends the wait early.
@@ -26,8 +25,7 @@ START_GRACE = 0.05
 
 
 def child_env(config: Config, init_env: dict[str, str]) -> dict[str, str]:
-    env = dict(os.environ)
-    env["__OW_PROXY_VERSION"] = __version__
+    env = proxy_environ()
     if config.wait_for_ack:
         env["__OW_WAIT_FOR_ACK"] = "1"
     env.update(init_env)

@@ -7,9 +7,9 @@ import signal
 import sys
 
 from actionproxy.config import RUNTIMES
+from actionproxy.tools.bake import TARGETS
 
-TARGETS = ("openwhisk", "knative")
-EXTRA = "install the tekton extra: pip install 'actionproxy[tekton]'"
+EXTRA = "install the tools extra: pip install 'actionproxy[tools]'"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -44,12 +44,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kubeconfig", metavar="FILE", help="default: $KUBECONFIG, ~/.kube/config, in-cluster")
     p.add_argument("--context", metavar="NAME", help="kubeconfig context")
     p.add_argument("--dry-run", action="store_true", help="print the PipelineRun YAML and exit")
-    p.add_argument("--local", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--local", action="store_true",
+                   help="build with the local Docker daemon instead (its options: `actionproxy build --local --help`, "
+                        "among them --ca-bundle FILE for a TLS-intercepting proxy)")
     return p
 
 
 def manifest(args) -> dict:
-    from actionproxy.tekton.pipelinerun import pipelinerun
+    from actionproxy.tools.tekton.pipelinerun import pipelinerun
 
     return pipelinerun(
         runtime=args.runtime, target=args.target, source_url=args.source_url,
@@ -78,7 +80,7 @@ def run(argv: list[str]) -> int:
         sys.stdout.write(yaml.safe_dump(body, sort_keys=False))
         return 0
     try:
-        from actionproxy.tekton import client
+        from actionproxy.tools.tekton import client
     except ImportError:
         return fail(EXTRA, 2)
     # Ctrl-C cancels the PipelineRun, even when we were started with SIGINT ignored (a shell's

@@ -1,1 +1,0 @@
-"""Platforms: the HTTP shapes and response rules of OpenWhisk and of Knative."""
