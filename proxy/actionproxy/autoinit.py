@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import base64
 import os
-import sys
 
 import orjson
 from pathlib import Path
 
+from actionproxy.diagnostics import log
 from actionproxy.archive import is_gzip, is_zip
 from actionproxy.config import AutoInit
 from actionproxy.runner import ActionRunner
@@ -54,6 +54,6 @@ async def autoinit(runner: ActionRunner, spec: AutoInit) -> None:
     runner.finish_starting()
     if failure is not None:
         where = spec.path or "__OW_ACTION_CODE"
-        print(f"actionproxy: cannot load the action from {where}: {failure}", file=sys.stderr)
+        log.error(f"cannot load the action from {where}: {failure}")
         runner.logs.flush()
         os._exit(3)

@@ -12,6 +12,7 @@ import socket
 import sys
 from pathlib import Path
 
+from actionproxy.diagnostics import log, set_debug
 from actionproxy import __version__
 from actionproxy.config import PLATFORMS, RUNTIMES, Config
 from actionproxy.pid1 import become_init_if_pid1
@@ -87,7 +88,7 @@ def tools_installed() -> bool:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] and argv[0] in TOOLS and not tools_installed():
-        print(f"actionproxy {argv[0]}: {TOOLS_MISSING}", file=sys.stderr)
+        log.error(f"{argv[0]}: {TOOLS_MISSING}")
         return 2
     local = "--local" in argv or any(a == "--source" or a.startswith("--source=") for a in argv)
     if argv[:1] == ["build"] and not local:  # --source DIR is a local folder: bake.run_build's branch
@@ -109,12 +110,13 @@ def main(argv: list[str] | None = None) -> int:
         config = Config.from_env(args.runtime, args.port, platform=args.platform,
                                  init_file=args.init, init_main=args.main)
     except ValueError as exc:
-        print(f"actionproxy: {exc}", file=sys.stderr)
+        log.error(str(exc))
         return 2
+    set_debug(config.debug)
     try:
         sock = bind(config.host, config.port)
     except (OSError, OverflowError) as exc:  # OverflowError: a $PORT past 65535
-        print(f"actionproxy: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
+        log.error(f"cannot listen on {config.host}:{config.port}: {exc}")
         return 1
     from actionproxy.executor.stemcell import spawn_stem_cell, worker_socket_path
 

@@ -11,9 +11,9 @@ import binascii
 import itertools
 import shutil
 import time
-import traceback
 
 from actionproxy import errors
+from actionproxy.diagnostics import log, route_to
 from actionproxy.activation import Activation, ActivationResult
 from actionproxy.archive import EXECUTABLE, ActionSource, ArchiveError, ArchiveTooLarge, materialize
 from actionproxy.config import Config
@@ -35,6 +35,7 @@ class ActionRunner:
                  socket_path: str | None = None) -> None:
         self.config = config
         self.logs = LogWriter(config.log_format, config.log_limit)
+        route_to(lambda data: self.logs.raw(True, data))  # diagnostics in order with the log blocks
         self._launcher = LauncherExecutor(config, self.passthrough, stem, socket_path)
         self.executor: Executor | None = None
         self.initialized = False  # /init was accepted (the platform calls it once)
@@ -48,7 +49,6 @@ class ActionRunner:
         self.memory: MemoryGuard | None = None
         self.metrics = ProxyMetrics()
         self.draining = False  # after SIGTERM: in-flight work finishes, new work gets 503
-        self.debug = config.debug  # ACTIONPROXY_DEBUG: say what happens on stderr
         self._stopped = False  # the drain period ended with work still running
         self._closed = False
 
@@ -102,10 +102,8 @@ class ActionRunner:
         finally:
             self._initializing = False
         self.metrics.init_seconds = time.perf_counter() - started
-        if self.debug:
-            self.logs.raw(True, f"actionproxy: debug: init (main {main!r}, {'binary' if binary else 'source'}, "
-                                f"{len(code)} chars): {result.status} in "
-                                f"{self.metrics.init_seconds * 1000:.1f} ms\n".encode())
+        log.debug(f"init (main {main!r}, {'binary' if binary else 'source'}, {len(code)} chars): "
+                  f"{result.status} in {self.metrics.init_seconds * 1000:.1f} ms")
         self.initialized = result.status == 200
         return result
 
@@ -203,13 +201,11 @@ class ActionRunner:
             return self.metrics.count(errors.too_many(self.config.max_concurrent))
         self.inflight += 1
         started = time.perf_counter()
-        if self.debug:
-            self.logs.raw(True, f"actionproxy: debug: activation {activation.activation_id or '-'} started "
-                                f"({self.inflight} in flight)\n".encode())
+        log.debug(f"activation {activation.activation_id or '-'} started ({self.inflight} in flight)")
         try:
             result = await self.executor.run(activation)
         except Exception as exc:  # a bug of ours: answer in the contract's shape, keep serving
-            traceback.print_exc()
+            log.exception("internal error")
             result = errors.error(500, f"Internal error: {exc!r}")
         finally:
             self.inflight -= 1
@@ -217,9 +213,7 @@ class ActionRunner:
             result = errors.stopped_at_shutdown(self.config.drain_seconds)
         seconds = time.perf_counter() - started
         self.metrics.activation(result, seconds)
-        if self.debug:
-            self.logs.raw(True, f"actionproxy: debug: activation {activation.activation_id or '-'} ended: "
-                                f"{result.status} in {seconds * 1000:.1f} ms\n".encode())
+        log.debug(f"activation {activation.activation_id or '-'} ended: {result.status} in {seconds * 1000:.1f} ms")
         self.logs.activation(activation.logs, activation.activation_id)
         return result
 

@@ -13,6 +13,7 @@ from typing import Callable
 from actionproxy.activation import Activation, ActivationResult
 from actionproxy.archive import ActionSource
 from actionproxy.config import Config
+from actionproxy.diagnostics import trace_lifetime
 from actionproxy.executor import InitError
 from actionproxy.executor.channel import ActionLoopChannel, ChannelDied
 from actionproxy.executor.pool import ChannelPool
@@ -63,11 +64,7 @@ class ExecutableExecutor:
             loop, ProcessHandle(loop, child.pid, own_child=True), child.results, child.stdin,
             self._config.log_limit, stdout_fd=child.stdout, stderr_fd=child.stderr,
             passthrough=self._passthrough)
-        if self._config.debug:
-            say = self._passthrough
-            say(True, f"actionproxy: debug: action process pid {channel.pid} started\n".encode())
-            channel.dead.add_done_callback(lambda dead: say(
-                True, f"actionproxy: debug: action process pid {channel.pid} ended: {dead.result()}\n".encode()))
+        trace_lifetime("action process", channel.pid, channel.dead)
         if self._config.wait_for_ack:
             try:
                 await channel.ack

@@ -24,6 +24,7 @@ import orjson
 from actionproxy.activation import Activation, ActivationResult
 from actionproxy.archive import ActionSource
 from actionproxy.config import Config
+from actionproxy.diagnostics import trace_lifetime
 from actionproxy.executor import InitError, frames
 from actionproxy.executor.channel import ActionLoopChannel, ChannelDied
 from actionproxy.executor.pool import ChannelPool
@@ -68,8 +69,7 @@ class LauncherExecutor:
         """A launcher with the action loaded; raises InitError."""
         stem, self._stem = self._stem, None
         channel = self._channel(stem or spawn_stem_cell(self._config, self._socket_path))
-        if self._config.debug:
-            self._debug_lifetime(channel)
+        trace_lifetime("launcher", channel.pid, channel.dead)
         try:
             await channel.ack
             if channel.protocol != 2:
@@ -86,12 +86,6 @@ class LauncherExecutor:
             channel.kill("unknown mode")
             raise InitError("start", f"the launcher reported an unknown mode: {reply.get('mode')!r}")
         return channel, reply
-
-    def _debug_lifetime(self, channel: ActionLoopChannel) -> None:
-        say = self._passthrough
-        say(True, f"actionproxy: debug: launcher pid {channel.pid} started\n".encode())
-        channel.dead.add_done_callback(
-            lambda dead: say(True, f"actionproxy: debug: launcher pid {channel.pid} ended: {dead.result()}\n".encode()))
 
     async def init(self, source: ActionSource, env: dict[str, str]) -> None:
         self._spec = orjson.dumps({"root": str(source.root), "entry": source.entry,

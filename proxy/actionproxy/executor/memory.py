@@ -14,9 +14,10 @@ out-of-memory message, and the executor restarts it as after any crash.
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
+
+from actionproxy.diagnostics import log
 
 if TYPE_CHECKING:  # imported when the first check runs, off the cold-start path
     import psutil
@@ -103,8 +104,8 @@ class MemoryGuard:
             return
         victim, _, unique = max(sizes, key=lambda size: size[2])
         self.kills += 1
-        os.write(2, f"actionproxy: the action's processes use {total} bytes, over the limit of "
-                    f"{self.limit}; killing pid {victim.item.pid} ({unique} bytes of its own)\n".encode())
+        log.warning(f"the action's processes use {total} bytes, over the limit of {self.limit}; "
+                    f"killing pid {victim.item.pid} ({unique} bytes of its own)")
         victim.item.abort(EXHAUSTED)
 
     def stop(self) -> None:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import os
 from typing import Awaitable, Callable
 
+from actionproxy.diagnostics import log
 from actionproxy import errors
 from actionproxy.activation import Activation, ActivationResult
 from actionproxy.executor.channel import ActionLoopChannel
@@ -61,8 +61,8 @@ class ChannelPool:
             self.channels.remove(channel)
         if self._closed:
             return
-        os.write(2, f"actionproxy: process {channel.pid} of the action ended "
-                    f"({channel.dead.result().rstrip('.')}); it is replaced from the saved init\n".encode())
+        log.warning(f"process {channel.pid} of the action ended ({channel.dead.result().rstrip('.')}); "
+                    f"it is replaced from the saved init")
         if len(self.channels) + self._starting < self._keep:
             self._loop.create_task(self._grow())
         else:
@@ -109,7 +109,7 @@ class ChannelPool:
         """No channel could be started: with none left to wait for, the queue gets the error."""
         if self._closed:
             return
-        os.write(2, f"actionproxy: cannot start the action: {why}\n".encode())
+        log.error(f"cannot start the action: {why}")
         if not self.channels and not self._starting:
             self._fail_queue(errors.error(502, errors.START_FAILED))
 

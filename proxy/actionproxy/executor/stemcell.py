@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 
 from actionproxy import __version__
+from actionproxy.diagnostics import log
 from actionproxy.config import Config
 from actionproxy.executor.process import SpawnedProcess, spawn
 
@@ -39,8 +40,8 @@ def has_debugpy(python: str) -> bool:
     except (OSError, subprocess.TimeoutExpired):
         found = False
     if not found:
-        os.write(2, f"actionproxy: debug: debugpy is not installed for {python}, so the Python launcher "
-                    f"runs without a debugger to attach to (pip install debugpy to get one)\n".encode())
+        log.debug(f"debugpy is not installed for {python}, so the Python launcher runs without a "
+                  f"debugger to attach to (pip install debugpy to get one)")
     return found
 
 

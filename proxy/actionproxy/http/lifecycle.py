@@ -20,11 +20,11 @@ same period, covers handlers still writing their answers). A second signal ends 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 
 from aiohttp import web
 
+from actionproxy.diagnostics import log
 from actionproxy.activation import ActivationResult
 from actionproxy.metrics import CONTENT_TYPE
 from actionproxy.http.openwhisk import respond
@@ -114,4 +114,4 @@ class Drain:
 
 
 def _say(message: str) -> None:
-    os.write(2, f"actionproxy: {message}\n".encode())
+    log.info(message)
