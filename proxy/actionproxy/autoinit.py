@@ -47,7 +47,7 @@ def action_code(autoinit: AutoInit) -> tuple[str, bool]:
 async def autoinit(runner: ActionRunner, spec: AutoInit) -> None:
     try:
         code, binary = action_code(spec)
-        result = await runner.init(code, binary, spec.main, {})
+        result = await runner.init(code, binary, spec.main, {}, at_start=True)
         failure = None if result.status == 200 else str(orjson.loads(result.body).get("error"))
     except (OSError, UnicodeDecodeError) as exc:
         failure = str(exc)

@@ -6,6 +6,7 @@ Platform modules (OpenWhisk, Knative) turn HTTP into calls here; executors do th
 from __future__ import annotations
 
 import asyncio
+import enum
 import base64
 import binascii
 import itertools
@@ -30,6 +31,22 @@ from actionproxy.metrics import ProxyMetrics
 BLACKBOX_MODE_KEY = "ACTIONPROXY_BLACKBOX_MODE"
 
 
+class Load(enum.Enum):
+    """Where the action is: one value in place of flags, read by the platforms and health."""
+
+    STARTING = "starting"  # the action baked into the image is loading (no /init will come)
+    EMPTY = "empty"  # waiting for /init (a blackbox runs its pre-installed executable meanwhile)
+    LOADING = "loading"  # an /init is loading it
+    LOADED = "loaded"  # loaded: /init is refused from now on
+
+
+class Lifetime(enum.Enum):
+    SERVING = "serving"
+    DRAINING = "draining"  # after SIGTERM: in-flight work finishes, new work gets 503
+    STOPPED = "stopped"  # the drain period ended: what still runs was stopped
+    CLOSED = "closed"  # every process of the action is gone
+
+
 class ActionRunner:
     def __init__(self, config: Config, stem: SpawnedProcess | None = None,
                  socket_path: str | None = None) -> None:
@@ -38,22 +55,19 @@ class ActionRunner:
         route_to(lambda data: self.logs.raw(True, data))  # diagnostics in order with the log blocks
         self._launcher = LauncherExecutor(config, self.passthrough, stem, socket_path)
         self.executor: Executor | None = None
-        self.initialized = False  # /init was accepted (the platform calls it once)
         self.dedicated = config.autoinit is not None  # the action is baked into the image
-        self.starting = self.dedicated  # until the baked-in action is loaded
+        self.load = Load.STARTING if self.dedicated else Load.EMPTY
+        self.lifetime = Lifetime.SERVING
         self._started = asyncio.Event()
-        self._initializing = False
         self._preinstalling: asyncio.Future[Executor] | None = None
         self._attempts = itertools.count(1)
         self.inflight = 0
         self.memory: MemoryGuard | None = None
         self.metrics = ProxyMetrics()
-        self.draining = False  # after SIGTERM: in-flight work finishes, new work gets 503
-        self._stopped = False  # the drain period ended with work still running
-        self._closed = False
 
     def finish_starting(self) -> None:
-        self.starting = False
+        if self.load is Load.STARTING:  # a failed load leaves it EMPTY (the process then exits)
+            self.load = Load.EMPTY
         self._started.set()
         self.metrics.mark_ready()
 
@@ -63,9 +77,21 @@ class ActionRunner:
         return self.executor is not None or self.config.runtime == "blackbox"
 
     @property
+    def starting(self) -> bool:
+        return self.load is Load.STARTING
+
+    @property
+    def draining(self) -> bool:
+        return self.lifetime is not Lifetime.SERVING
+
+    def drain(self) -> None:
+        if self.lifetime is Lifetime.SERVING:
+            self.lifetime = Lifetime.DRAINING
+
+    @property
     def idle(self) -> bool:
         """Nothing taken on is still under way: no activation, /init, or start-up load."""
-        return not (self.inflight or self.starting or self._initializing
+        return not (self.inflight or self.load in (Load.STARTING, Load.LOADING)
                     or (self._preinstalling is not None and not self._preinstalling.done()))
 
     @property
@@ -81,10 +107,12 @@ class ActionRunner:
         """Output that belongs to no activation goes to the container log as it comes."""
         self.logs.raw(is_err, data)
 
-    async def init(self, code: str | None, binary: bool, main: str, env: dict[str, str]) -> ActivationResult:
+    async def init(self, code: str | None, binary: bool, main: str, env: dict[str, str],
+                   at_start: bool = False) -> ActivationResult:
+        """/init, or with `at_start` the load of the action baked into the image."""
         if self.draining:
             return errors.shutting_down()
-        if self.initialized or self._initializing:
+        if self.load is not (Load.STARTING if at_start else Load.EMPTY):
             self.logs.proxy_error(errors.REINIT, sentinels=False)
             return errors.error(403, errors.REINIT)
         unexportable = first_unexportable(env)
@@ -93,21 +121,25 @@ class ActionRunner:
         if not code:
             if self.config.runtime != "blackbox":
                 return errors.error(403, errors.MISSING_CODE)
-            self.initialized = True  # the skeleton's rule: no code keeps the pre-installed exec
+            self.load = Load.LOADED  # the skeleton's rule: no code keeps the pre-installed exec
             return ActivationResult(200, b'{"ok":true}')
-        self._initializing = True
+        if not at_start:  # at start it stays STARTING: health says so until the load is done
+            self.load = Load.LOADING
         started = time.perf_counter()
         try:
-            result = await self._init(code, binary, main, env)
+            result = await self._init(code, binary, main, env, at_start)
         finally:
-            self._initializing = False
+            if not at_start:
+                self.load = Load.EMPTY
         self.metrics.init_seconds = time.perf_counter() - started
         log.debug(f"init (main {main!r}, {'binary' if binary else 'source'}, {len(code)} chars): "
                   f"{result.status} in {self.metrics.init_seconds * 1000:.1f} ms")
-        self.initialized = result.status == 200
+        if result.status == 200:
+            self.load = Load.LOADED
         return result
 
-    async def _init(self, code: str, binary: bool, main: str, env: dict[str, str]) -> ActivationResult:
+    async def _init(self, code: str, binary: bool, main: str, env: dict[str, str],
+                    at_start: bool) -> ActivationResult:
         if binary:
             try:
                 data = base64.b64decode(code, validate=False)
@@ -125,14 +157,14 @@ class ActionRunner:
             await executor.init(source, env)
         except ArchiveTooLarge as exc:
             await asyncio.to_thread(shutil.rmtree, dest, True)
-            self.logs.proxy_error(str(exc), sentinels=not self.starting)
+            self.logs.proxy_error(str(exc), sentinels=not at_start)
             return errors.error(413, str(exc))
         except ArchiveError as exc:
             await asyncio.to_thread(shutil.rmtree, dest, True)
-            return self._init_failed(InitError("compile", str(exc)))
+            return self._init_failed(InitError("compile", str(exc)), at_start)
         except InitError as exc:  # nothing runs from the folder any more
             await asyncio.to_thread(shutil.rmtree, dest, True)
-            return self._init_failed(exc)
+            return self._init_failed(exc, at_start)
         self.executor = executor
         self._guard_memory()
         return ActivationResult(200, b'{"ok":true}')
@@ -169,10 +201,10 @@ class ActionRunner:
         await executor.init(source, {})
         return executor
 
-    def _init_failed(self, exc: InitError) -> ActivationResult:
+    def _init_failed(self, exc: InitError, at_start: bool = False) -> ActivationResult:
         """The contract's wording over HTTP, the detail in the log. The baked-in action's load
         at start-up is no activation: its detail is the answer, with no sentinel lines."""
-        if self.starting:
+        if at_start:
             said = "its code does not load" if exc.kind == "compile" else "it does not start"
             return errors.error(502, exc.detail or f"{said} (the error is above)")
         message = errors.COMPILE_FAILED if exc.kind == "compile" else errors.START_FAILED
@@ -209,7 +241,7 @@ class ActionRunner:
             result = errors.error(500, f"Internal error: {exc!r}")
         finally:
             self.inflight -= 1
-        if self._stopped and result.status != 200:  # still running at the end of the drain
+        if self.lifetime in (Lifetime.STOPPED, Lifetime.CLOSED) and result.status != 200:  # still running at the end of the drain
             result = errors.stopped_at_shutdown(self.config.drain_seconds)
         seconds = time.perf_counter() - started
         self.metrics.activation(result, seconds)
@@ -221,15 +253,15 @@ class ActionRunner:
         """The drain period is over: stop what still runs (its activations get the shutdown
         error) and start nothing new. Returns how many activations were stopped."""
         stopping = self.inflight
-        self._stopped = True
+        self.lifetime = Lifetime.STOPPED
         self.close()
         return stopping
 
     def close(self) -> None:
-        if self._closed:
+        if self.lifetime is Lifetime.CLOSED:
             self.logs.flush()
             return
-        self._closed = True
+        self.lifetime = Lifetime.CLOSED
         if self.executor is not None:
             self.executor.close()
         if self.executor is not self._launcher:

@@ -34,7 +34,7 @@ from actionproxy.http.body import read_body
 from actionproxy.http.deadline import Deadlines
 from actionproxy.http.initfields import InitFields, parse_init
 from actionproxy.http.webaction import CORS, is_text, json_response, web_response
-from actionproxy.runner import ActionRunner
+from actionproxy.runner import ActionRunner, Load
 
 DEDICATED = "Cannot initialize a runtime with a dedicated function: its action was loaded at start-up."
 CONTEXT_ENV = ("K_SERVICE", "K_REVISION", "K_CONFIGURATION")
@@ -104,7 +104,7 @@ class KnativePlatform:
         init of the action already loaded here is a no-op; a different one is refused."""
         key = hashlib.sha256(orjson.dumps([init.code, init.binary, init.main, init.env],
                                           option=orjson.OPT_SORT_KEYS)).digest()
-        if self.runner.initialized and key == self._loaded:
+        if self.runner.load is Load.LOADED and key == self._loaded:
             return ActivationResult(200, b'{"ok":true}')
         result = await self.runner.init(init.code, init.binary, init.main, init.env)
         if result.status == 200:

@@ -93,7 +93,7 @@ class Drain:
             _say(f"{sig.name} again: ending the drain now")
             self._hurry.set()
             return
-        self.runner.draining = True
+        self.runner.drain()
         _say(f"{sig.name}: draining: {self.runner.inflight} activation(s) in flight, no new work taken; "
              f"waiting up to {self.seconds:g} s")
         self._task = asyncio.get_running_loop().create_task(self._drain())

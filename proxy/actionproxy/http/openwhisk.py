@@ -14,7 +14,7 @@ from actionproxy.activation import Activation, ActivationResult
 from actionproxy.http.body import read_body
 from actionproxy.http.deadline import Deadlines
 from actionproxy.http.initfields import parse_init
-from actionproxy.runner import ActionRunner
+from actionproxy.runner import ActionRunner, Load
 
 JSON = "application/json"
 
@@ -32,7 +32,7 @@ class OpenWhiskPlatform:
         return [web.post("/init", self.init), web.post("/run", self.run)]
 
     async def init(self, request: web.Request) -> web.Response:
-        if self.runner.initialized:
+        if self.runner.load is not Load.EMPTY:  # refused: no need to read the body
             return respond(await self.runner.init("", False, "", {}))
         body = await read_body(request, self.runner.config.max_body)
         if isinstance(body, ActivationResult):
