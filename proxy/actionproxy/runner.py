@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import base64
 import binascii
 import itertools
@@ -24,7 +25,9 @@ from actionproxy.executor.languages import LauncherExecutor
 from actionproxy.executor.executables import ExecutableExecutor
 from actionproxy.executor.memory import MemoryGuard, Watched
 from actionproxy.executor.oneshot import OneshotExecutor
+from actionproxy.executor.options import ExecutableOptions, LauncherOptions, Limits, OneshotOptions
 from actionproxy.executor.process import SpawnedProcess
+from actionproxy.executor.stemcell import spawn_stem_cell
 from actionproxy.logs import LogWriter
 from actionproxy.metrics import ProxyMetrics
 
@@ -53,7 +56,13 @@ class ActionRunner:
         self.config = config
         self.logs = LogWriter(config.log_format, config.log_limit)
         route_to(lambda data: self.logs.raw(True, data))  # diagnostics in order with the log blocks
-        self._launcher = LauncherExecutor(config, self.passthrough, stem, socket_path)
+        limits = Limits(config.log_limit, config.max_workers, config.cancel_grace)
+        self._launcher = LauncherExecutor(
+            LauncherOptions(limits, 1 if config.debug else config.launchers,  # one debugger port
+                            functools.partial(spawn_stem_cell, config)),
+            self.passthrough, stem, socket_path)
+        self._executable_options = ExecutableOptions(limits, config.wait_for_ack)
+        self._oneshot_options = OneshotOptions(limits, config.max_body)
         self.executor: Executor | None = None
         self.dedicated = config.autoinit is not None  # the action is baked into the image
         self.load = Load.STARTING if self.dedicated else Load.EMPTY
@@ -184,8 +193,8 @@ class ActionRunner:
         if source.kind == "launcher":
             return self._launcher
         if self.config.runtime == "blackbox" and env.get(BLACKBOX_MODE_KEY, self.config.blackbox_mode) != "loop":
-            return OneshotExecutor(self.config, self.passthrough)
-        return ExecutableExecutor(self.config, self.passthrough)
+            return OneshotExecutor(self._oneshot_options, self.passthrough)
+        return ExecutableExecutor(self._executable_options, self.passthrough)
 
     async def _preinstalled(self) -> Executor:
         """Blackbox before any code: the pre-installed `exec` (ACTIONPROXY_EXEC, where an image
@@ -197,7 +206,7 @@ class ActionRunner:
             exe = self.config.runtimes_dir / "blackbox" / EXECUTABLE
         source = ActionSource("executable", exe.parent, exe.name, "main")
         executor = (self._executor_for(source, {}) if preinstalled
-                    else OneshotExecutor(self.config, self.passthrough))
+                    else OneshotExecutor(self._oneshot_options, self.passthrough))
         await executor.init(source, {})
         return executor
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 from actionproxy.activation import Activation, ActivationResult
 from actionproxy.archive import ActionSource
-from actionproxy.config import Config
+from actionproxy.executor.options import ExecutableOptions
 from actionproxy.diagnostics import trace_lifetime
 from actionproxy.executor import InitError
 from actionproxy.executor.channel import ActionLoopChannel, ChannelDied
@@ -25,17 +25,18 @@ from actionproxy.executor.stemcell import proxy_environ
 START_GRACE = 0.05
 
 
-def child_env(config: Config, init_env: dict[str, str]) -> dict[str, str]:
+def child_env(init_env: dict[str, str], wait_for_ack: bool) -> dict[str, str]:
     env = proxy_environ()
-    if config.wait_for_ack:
+    if wait_for_ack:
         env["__OW_WAIT_FOR_ACK"] = "1"
     env.update(init_env)
     return env
 
 
 class ExecutableExecutor:
-    def __init__(self, config: Config, passthrough: Callable[[bool, bytes], None]) -> None:
-        self._config = config
+    def __init__(self, options: ExecutableOptions, passthrough: Callable[[bool, bytes], None]) -> None:
+        self._options = options
+        self._limits = options.limits
         self._passthrough = passthrough
         self._argv: list[str] = []
         self._cwd = ""
@@ -45,7 +46,7 @@ class ExecutableExecutor:
     async def init(self, source: ActionSource, env: dict[str, str]) -> None:
         self._argv = [str(source.root / source.entry)]
         self._cwd = str(source.root)
-        self._env = child_env(self._config, env)
+        self._env = child_env(env, self._options.wait_for_ack)
         try:
             channel = await self._start()
         except ChannelDied as exc:
@@ -53,8 +54,8 @@ class ExecutableExecutor:
         except OSError as exc:
             raise InitError("start", f"cannot start action: {exc}") from None
         v2 = channel.protocol == 2
-        self._pool = ChannelPool(self._start, 1 if v2 else self._config.max_workers,
-                                 self._config.cancel_grace, keep=1 if v2 else 0)
+        self._pool = ChannelPool(self._start, 1 if v2 else self._limits.processes,
+                                 self._limits.cancel_grace, keep=1 if v2 else 0)
         self._pool.adopt(channel)
 
     async def _start(self) -> ActionLoopChannel:
@@ -62,10 +63,10 @@ class ExecutableExecutor:
         child = spawn(self._argv, self._env, cwd=self._cwd, capture_output=True)
         channel = ActionLoopChannel(
             loop, ProcessHandle(loop, child.pid, own_child=True), child.results, child.stdin,
-            self._config.log_limit, stdout_fd=child.stdout, stderr_fd=child.stderr,
+            self._limits.log_bytes, stdout_fd=child.stdout, stderr_fd=child.stderr,
             passthrough=self._passthrough)
         trace_lifetime("action process", channel.pid, channel.dead)
-        if self._config.wait_for_ack:
+        if self._options.wait_for_ack:
             try:
                 await channel.ack
             except ChannelDied:

@@ -23,13 +23,13 @@ import orjson
 
 from actionproxy.activation import Activation, ActivationResult
 from actionproxy.archive import ActionSource
-from actionproxy.config import Config
 from actionproxy.diagnostics import trace_lifetime
 from actionproxy.executor import InitError, frames
 from actionproxy.executor.channel import ActionLoopChannel, ChannelDied
 from actionproxy.executor.pool import ChannelPool
 from actionproxy.executor.process import ProcessHandle, SpawnedProcess
-from actionproxy.executor.stemcell import spawn_stem_cell, worker_socket_path
+from actionproxy.executor.options import LauncherOptions
+from actionproxy.executor.stemcell import worker_socket_path
 
 FORK_TIMEOUT = 10.0
 PEERCRED = struct.Struct("3i")
@@ -45,9 +45,10 @@ def parent_pid(pid: int) -> int | None:
 
 
 class LauncherExecutor:
-    def __init__(self, config: Config, passthrough: Callable[[bool, bytes], None],
+    def __init__(self, options: LauncherOptions, passthrough: Callable[[bool, bytes], None],
                  stem: SpawnedProcess | None = None, socket_path: str | None = None) -> None:
-        self._config = config
+        self._options = options
+        self._limits = options.limits
         self._passthrough = passthrough
         self._socket_path = socket_path or worker_socket_path()
         self._stem = stem
@@ -62,13 +63,13 @@ class LauncherExecutor:
     def _channel(self, child: SpawnedProcess) -> ActionLoopChannel:
         loop = asyncio.get_running_loop()
         return ActionLoopChannel(loop, ProcessHandle(loop, child.pid, own_child=True),
-                                 child.results, child.stdin, self._config.log_limit,
+                                 child.results, child.stdin, self._limits.log_bytes,
                                  trusted=True, passthrough=self._passthrough)
 
     async def _load(self) -> tuple[ActionLoopChannel, dict]:
         """A launcher with the action loaded; raises InitError."""
         stem, self._stem = self._stem, None
-        channel = self._channel(stem or spawn_stem_cell(self._config, self._socket_path))
+        channel = self._channel(stem or self._options.start(self._socket_path))
         trace_lifetime("launcher", channel.pid, channel.dead)
         try:
             await channel.ack
@@ -91,10 +92,10 @@ class LauncherExecutor:
         self._spec = orjson.dumps({"root": str(source.root), "entry": source.entry,
                                    "main": source.main, "env": env, "source": source.source})
         channel, reply = await self._load()
-        grace = self._config.cancel_grace
+        grace = self._limits.cancel_grace
         if reply.get("mode") == "async":
             channel.capacity = 0
-            count = 1 if self._config.debug else self._config.launchers  # one debugger port
+            count = self._options.launchers
             more = await asyncio.gather(*(self._restart_async() for _ in range(count - 1)),
                                         return_exceptions=True)
             started = [channel, *(c for c in more if isinstance(c, ActionLoopChannel))]
@@ -110,7 +111,7 @@ class LauncherExecutor:
         self._zygote = channel
         channel.on_worker_exit = self._worker_exited
         self._listen()
-        self._pool = ChannelPool(self._fork_worker, self._config.max_workers, grace)
+        self._pool = ChannelPool(self._fork_worker, self._limits.processes, grace)
         try:
             self._pool.adopt(await self._fork_worker())
         except (ChannelDied, OSError) as exc:
@@ -173,7 +174,7 @@ class LauncherExecutor:
             raise ChannelDied(f"cannot fork a worker ({why})")
         fd, pid = waiter.result()
         channel = ActionLoopChannel(loop, ProcessHandle(loop, pid, own_child=False), fd, os.dup(fd),
-                                    self._config.log_limit, protocol=2, trusted=True,
+                                    self._limits.log_bytes, protocol=2, trusted=True,
                                     passthrough=self._passthrough)
         channel.capacity = 1
         return channel

@@ -17,7 +17,7 @@ import orjson
 from actionproxy import errors
 from actionproxy.activation import Activation, ActivationResult
 from actionproxy.archive import ActionSource
-from actionproxy.config import Config
+from actionproxy.executor.options import OneshotOptions
 from actionproxy.envvars import first_unexportable
 from actionproxy.executor.deadlines import DeadlineWheel
 from actionproxy.executor.fdio import FdReader, FdWriter
@@ -88,8 +88,9 @@ class RunningExec:
 
 
 class OneshotExecutor:
-    def __init__(self, config: Config, passthrough: Callable[[bool, bytes], None]) -> None:
-        self._config = config
+    def __init__(self, options: OneshotOptions, passthrough: Callable[[bool, bytes], None]) -> None:
+        self._options = options
+        self._log_bytes = options.limits.log_bytes
         self._argv0 = ""
         self._cwd = ""
         self._env: dict[str, str] = {}
@@ -101,8 +102,8 @@ class OneshotExecutor:
     async def init(self, source: ActionSource, env: dict[str, str]) -> None:
         self._argv0 = str(source.root / source.entry)
         self._cwd = str(source.root)
-        self._env = child_env(self._config, env)
-        self._slots = asyncio.Semaphore(self._config.max_workers)
+        self._env = child_env(env, wait_for_ack=False)
+        self._slots = asyncio.Semaphore(self._options.limits.processes)
         self._deadlines = DeadlineWheel(asyncio.get_running_loop())
 
     async def run(self, activation: Activation) -> ActivationResult:
@@ -126,16 +127,16 @@ class OneshotExecutor:
         try:
             child = spawn_plain(argv, env, self._cwd)
         except OSError as exc:
-            activation.logs.add(True, f"Cannot start the action: {exc}\n".encode(), self._config.log_limit)
+            activation.logs.add(True, f"Cannot start the action: {exc}\n".encode(), self._log_bytes)
             return errors.error(502, errors.COMPILE_FAILED)
         process = ProcessHandle(loop, child.pid, own_child=True)
         running = RunningExec(process)
         self._running.add(running)
-        stdout = StdoutSplitter(activation, self._config.log_limit, self._config.max_body)
+        stdout = StdoutSplitter(activation, self._log_bytes, self._options.max_line)
         eofs = [loop.create_future(), loop.create_future()]
         readers = [
             FdReader(loop, child.stdout, stdout.feed, lambda: _done(eofs[0])),
-            FdReader(loop, child.stderr, lambda data: activation.logs.add(True, data, self._config.log_limit),
+            FdReader(loop, child.stderr, lambda data: activation.logs.add(True, data, self._log_bytes),
                      lambda: _done(eofs[1])),
         ]
         stdin = FdWriter(loop, child.stdin)
@@ -166,8 +167,8 @@ class OneshotExecutor:
         if running.verdict is not None:
             return errors.error(502, running.verdict)
         if stdout.overflow:
-            activation.logs.add(True, f"The action wrote a line longer than {self._config.max_body} bytes.\n".encode(),
-                                self._config.log_limit)
+            activation.logs.add(True, f"The action wrote a line longer than {self._options.max_line} bytes.\n".encode(),
+                                self._log_bytes)
             return errors.not_a_dict()
         return self._result(activation, stdout.result_line(), detail)
 
@@ -178,7 +179,7 @@ class OneshotExecutor:
                 return ActivationResult(200, line)
             except orjson.JSONDecodeError:
                 pass
-        limit = self._config.log_limit
+        limit = self._log_bytes
         if line:  # like the skeleton: the offending last line goes to the logs
             activation.logs.add(False, line + b"\n", limit)
         if detail != "exit code 0":
