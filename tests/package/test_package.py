@@ -18,7 +18,7 @@ import pytest
 
 from conftest import free_port
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 RUNTIME_DEPS = {"aiohttp", "orjson", "uvloop", "psutil"}
 FUNCTIONS = {"python": ("echo.py", "def main(args):\n    return {'echo': args}\n"),
              "nodejs": ("echo.js", "function main(args) {\n  return {echo: args};\n}\n"),

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NS = "builds"
 BASE = ["build", "--runtime", "python", "--target", "knative",
         "--source-url", "https://github.com/example/hello-action.git",

@@ -1,5 +1,5 @@
 """The CRD schemas the manifest tests validate against are the upstream files, unedited:
-each copy in tests/schemas/ still has the checksum its SOURCES.md row records."""
+each copy in tests/tools/schemas/ still has the checksum its SOURCES.md row records."""
 
 from __future__ import annotations
 

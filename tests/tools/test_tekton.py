@@ -1,6 +1,6 @@
 """Tekton manifests under tekton/ (Tasks, the Pipeline, example PipelineRun/TaskRun), validated
 offline against the real Tekton CRDs (tektoncd/pipeline `config/300-crds`, saved in
-tests/schemas/, see SOURCES.md there) with unknown fields rejected, plus a lint for what Tekton's
+tests/tools/schemas/, see SOURCES.md there) with unknown fields rejected, plus a lint for what Tekton's
 admission webhook (or the run) would reject and a CRD schema cannot say.
 
 Schema: `spec.versions[name=v1].schema.openAPIV3Schema` of each CRD, through the strict
@@ -36,9 +36,9 @@ import yaml
 
 from crd_schema import load_crd_version, schema_errors, strict, strict_validator
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TEKTON = REPO / "tekton"
-SCHEMAS = REPO / "tests" / "schemas"  # vendored upstream CRDs, see SOURCES.md there
+SCHEMAS = REPO / "tests" / "tools" / "schemas"  # vendored upstream CRDs, see SOURCES.md there
 CRD_FILES = {kind: SCHEMAS / f"tekton-pipeline-crd-{kind.lower()}.yaml"
              for kind in ("Task", "Pipeline", "PipelineRun", "TaskRun")}
 
@@ -91,7 +91,7 @@ def by_kind(kind: str) -> dict[str, dict]:
 def crds() -> dict[str, dict]:
     missing = [str(f) for f in CRD_FILES.values() if not f.is_file()]
     if missing:
-        pytest.fail(f"Tekton CRDs missing: {missing}; they are vendored in tests/schemas/ "
+        pytest.fail(f"Tekton CRDs missing: {missing}; they are vendored in tests/tools/schemas/ "
                     f"(see SOURCES.md there)", pytrace=False)
     return {kind: load_crd_version(path, kind) for kind, path in CRD_FILES.items()}
 

@@ -4,8 +4,8 @@ rejected, plus the admission-webhook rules that a CRD schema cannot express.
 
 The schema
 ----------
-`tests/schemas/knative-serving-crd-service.yaml` is the CustomResourceDefinition copied byte for
-byte from knative/serving (see tests/schemas/SOURCES.md). We use `spec.versions[name=v1, served].schema.openAPIV3Schema`,
+`tests/tools/schemas/knative-serving-crd-service.yaml` is the CustomResourceDefinition copied byte for
+byte from knative/serving (see tests/tools/schemas/SOURCES.md). We use `spec.versions[name=v1, served].schema.openAPIV3Schema`,
 the structural schema the kube-apiserver enforces, and validate with `jsonschema` (Draft 4, the
 JSON Schema that OpenAPI 3.0 schemas derive from) after this transform:
 
@@ -65,9 +65,9 @@ from crd_schema import (  # the generic strict CRD-schema transform, shared with
     INT_OR_STRING, OBJECT_META, KubeValidator, replace_at, strict, subschemas,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy" / "knative"
-SCHEMAS = REPO / "tests" / "schemas"  # vendored upstream CRDs, see SOURCES.md there
+SCHEMAS = REPO / "tests" / "tools" / "schemas"  # vendored upstream CRDs, see SOURCES.md there
 CRD_FILE = SCHEMAS / "knative-serving-crd-service.yaml"
 
 RESERVED_ENV = {"PORT", "K_SERVICE", "K_CONFIGURATION", "K_REVISION"}
@@ -90,7 +90,7 @@ def load_crd_schema() -> dict:
     if not CRD_FILE.is_file():
         pytest.fail(
             f"The Knative Service CRD is missing: {CRD_FILE} not found. It is vendored in "
-            f"tests/schemas/ (see SOURCES.md there for where it comes from).",
+            f"tests/tools/schemas/ (see SOURCES.md there for where it comes from).",
             pytrace=False)
     crd = yaml.safe_load(CRD_FILE.read_text())
     assert crd["kind"] == "CustomResourceDefinition" and crd["spec"]["names"]["kind"] == "Service"
