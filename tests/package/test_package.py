@@ -28,7 +28,7 @@ FUNCTIONS = {"python": ("echo.py", "def main(args):\n    return {'echo': args}\n
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out),
                     str(REPO)], check=True, capture_output=True, timeout=300)
     return next(out.glob("actionproxy-*.whl"))
 

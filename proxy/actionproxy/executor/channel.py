@@ -15,6 +15,7 @@ import orjson
 
 from actionproxy import errors
 from actionproxy.activation import Activation, ActivationResult
+from actionproxy.executor.futures import settle
 from actionproxy.executor import frames
 from actionproxy.executor.fdio import FdReader, FdWriter
 from actionproxy.executor.process import ProcessHandle
@@ -188,7 +189,7 @@ class ActionLoopChannel:
     def _on_line_result(self, line: bytes) -> None:
         self._drain_logs()
         ident = next(iter(self.inflight))
-        _settle(self.inflight.pop(ident).future, _check_result(line, validate=True))
+        settle(self.inflight.pop(ident).future, _check_result(line, validate=True))
 
     def _on_frame(self, kind: int, ident: int, payload: bytes) -> None:
         if kind == frames.STDOUT or kind == frames.STDERR:
@@ -223,7 +224,7 @@ class ActionLoopChannel:
             if not isinstance(report, dict):
                 raise ProtocolError("FAILED must carry a JSON object")
             result = _failure(report)
-        _settle(pending.future, result)
+        settle(pending.future, result)
 
     def _cancel_ignored(self, ident: int) -> None:
         if self._cancelling.pop(ident, None) is not None:
@@ -257,7 +258,7 @@ class ActionLoopChannel:
         self._cancelling.clear()
         pending, self.inflight = self.inflight, {}
         for item in pending.values():
-            _settle(item.future, result or errors.command_exited(detail))
+            settle(item.future, result or errors.command_exited(detail))
         for future in (self.ack, self.init_done):
             if not future.done():
                 future.set_exception(ChannelDied(detail))
@@ -267,12 +268,6 @@ class ActionLoopChannel:
 
 class ChannelDied(Exception):
     """The process behind a channel ended; the message says how."""
-
-
-def _settle(future: asyncio.Future[ActivationResult], result: ActivationResult) -> None:
-    """Resolve unless the waiter is gone (its HTTP request was cancelled)."""
-    if not future.done():
-        future.set_result(result)
 
 
 def _check_result(body: bytes, validate: bool) -> ActivationResult:

@@ -17,6 +17,7 @@ import orjson
 from actionproxy import errors
 from actionproxy.activation import Activation, ActivationResult
 from actionproxy.archive import ActionSource
+from actionproxy.executor.futures import settle
 from actionproxy.executor.options import OneshotOptions
 from actionproxy.envvars import first_unexportable
 from actionproxy.executor.deadlines import DeadlineWheel
@@ -135,9 +136,9 @@ class OneshotExecutor:
         stdout = StdoutSplitter(activation, self._log_bytes, self._options.max_line)
         eofs = [loop.create_future(), loop.create_future()]
         readers = [
-            FdReader(loop, child.stdout, stdout.feed, lambda: _done(eofs[0])),
+            FdReader(loop, child.stdout, stdout.feed, lambda: settle(eofs[0], None)),
             FdReader(loop, child.stderr, lambda data: activation.logs.add(True, data, self._log_bytes),
-                     lambda: _done(eofs[1])),
+                     lambda: settle(eofs[1], None)),
         ]
         stdin = FdWriter(loop, child.stdin)
         stdin.write(value, now=True)
@@ -197,8 +198,3 @@ class OneshotExecutor:
         self._closed = True
         for running in list(self._running):
             running.abort("the proxy is shutting down")
-
-
-def _done(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)

@@ -18,6 +18,7 @@ from typing import Awaitable, Callable
 from actionproxy.diagnostics import log
 from actionproxy import errors
 from actionproxy.activation import Activation, ActivationResult
+from actionproxy.executor.futures import settle
 from actionproxy.executor.channel import ActionLoopChannel
 from actionproxy.executor.deadlines import DeadlineWheel
 
@@ -116,8 +117,7 @@ class ChannelPool:
     def _fail_queue(self, result: ActivationResult) -> None:
         queue, self._queue = self._queue, collections.deque()
         for entry in queue:
-            if not entry.answer.done():
-                entry.answer.set_result(result)
+            settle(entry.answer, result)
 
     # ------------------------------------------------------------------ running
     def _free_channel(self) -> ActionLoopChannel | None:

@@ -15,6 +15,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
+from actionproxy.executor.futures import settle
+
 if TYPE_CHECKING:  # spawn runs before the event loop's modules are imported
     import asyncio
 
@@ -127,8 +129,7 @@ class ProcessHandle:
 
     def report(self, detail: str) -> None:
         """How a process that is not our child ended, as its parent reported it."""
-        if not self.exited.done():
-            self.exited.set_result(detail)
+        settle(self.exited, detail)
 
     def _reap(self) -> None:
         detail = "the process ended"
@@ -138,8 +139,7 @@ class ProcessHandle:
                 detail = describe_status(status)
             except ChildProcessError:
                 pass
-        if not self.exited.done():
-            self.exited.set_result(detail)
+        settle(self.exited, detail)
 
     @property
     def alive(self) -> bool:
