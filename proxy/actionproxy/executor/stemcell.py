@@ -61,4 +61,8 @@ def spawn_stem_cell(config: Config, socket_path: str) -> SpawnedProcess:
     env = proxy_environ()
     env["__OW_WAIT_FOR_ACK"] = "1"
     env["ACTIONPROXY_WORKER_SOCKET"] = socket_path
+    # a dedicated image on one CPU: the action comes at once, so the launcher's prewarming of
+    # the event loop would only take CPU from the proxy's start (a def main never needs it)
+    single_cpu = len(os.sched_getaffinity(0)) == 1
+    env["ACTIONPROXY_PREWARM"] = "0" if config.autoinit is not None and single_cpu else "1"
     return spawn(launcher_argv(config), env)

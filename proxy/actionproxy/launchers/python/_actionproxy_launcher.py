@@ -15,10 +15,8 @@ This file must stay standard-library only: it runs under whatever python3 the im
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import importlib.util
-import inspect
 import json
 import os
 import signal
@@ -28,12 +26,11 @@ import sys
 import threading
 import traceback
 from collections.abc import MutableMapping
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-try:  # optional speed-ups, imported by the stem cell so that /init does not pay for them
-    import uvloop as _loop_impl
-except ImportError:
-    _loop_impl = asyncio
+if TYPE_CHECKING:
+    import asyncio
+
 try:
     import orjson
     parse_json = orjson.loads
@@ -402,16 +399,50 @@ def load_action(spec: dict) -> Callable:
     return func
 
 
+CO_COROUTINE = 0x80  # inspect.CO_COROUTINE: read from the code object, without importing inspect
+
+
 def is_async(func: Callable) -> bool:
-    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
-        getattr(func, "__call__", None))
+    """`async def main` (also a callable object's `async def __call__`, or a partial of one)."""
+    while hasattr(func, "func") and not hasattr(func, "__code__"):  # functools.partial
+        func = func.func
+    code = getattr(func, "__code__", None) or getattr(getattr(func, "__call__", None), "__code__", None)
+    return bool(code is not None and code.co_flags & CO_COROUTINE)
+
+
+def event_loop() -> asyncio.AbstractEventLoop:
+    """A new event loop, uvloop's when it is there. asyncio is imported here, not at start: a
+    `def main` action never needs it, and on a one-CPU container its import would delay the
+    first result (see prewarm)."""
+    import asyncio
+
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def prewarm() -> None:
+    """A stem cell that may wait for /init imports the event loop's modules meanwhile, so an
+    async action's /init does not pay for them. The proxy turns it off (ACTIONPROXY_PREWARM=0)
+    where the action comes at once on a single CPU (a dedicated image): the import would only
+    take CPU from the proxy's own start, and a `def main` action does not need it at all."""
+    import asyncio  # noqa: F401
+
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        pass
 
 
 # ---------------------------------------------------------------- serving
 
 def serve_async(runner: ActionRunner, requests: FrameReader) -> None:
     """Run every activation as a task on one event loop; CANCEL frames cancel tasks."""
-    loop = _loop_impl.new_event_loop()
+    import asyncio
+
+    loop = event_loop()
     runner.channel.batch_on(loop)
     tasks: dict[int, asyncio.Task] = {}
     runner.in_flight = tasks.__len__
@@ -483,7 +514,9 @@ def serve_sync(runner: ActionRunner, requests: FrameReader) -> None:
         token = current.set(activation)
         try:
             result = runner.main(value)
-            if inspect.isawaitable(result):
+            if hasattr(result, "__await__"):  # a def main that returned a coroutine
+                import asyncio
+
                 result = asyncio.run(result)
         except SystemExit as exc:
             runner.finish(activation, "exit", exit_code(exc))
@@ -558,6 +591,8 @@ def main() -> None:
         os.write(3, b'{"ok": true, "protocol": 2}\n')
     except BrokenPipeError:  # the proxy ended before it needed a launcher (a failed start)
         return
+    if os.environ.pop("ACTIONPROXY_PREWARM", "1") == "1":
+        prewarm()
     requests = FrameReader(0)
     for kind, _, payload in requests:
         if kind == INIT:
