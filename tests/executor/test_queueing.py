@@ -15,7 +15,7 @@ import uuid
 
 import aiohttp
 
-from conftest import Proxy, run_async
+from conftest import run_async
 
 NAPPER = """
 import os, time

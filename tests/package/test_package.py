@@ -5,7 +5,6 @@ extra. Builds the wheel from this checkout and installs it with pip from the pac
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
