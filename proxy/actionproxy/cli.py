@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     from actionproxy.http import serverside
 
     serverside.install()  # before anything imports aiohttp
-    from actionproxy.http.server import serve
+    from actionproxy.http.serving import serve
 
     serve(config, sock, stem, socket_path)
     return 0

@@ -25,7 +25,7 @@ import signal
 from aiohttp import web
 
 from actionproxy.diagnostics import log
-from actionproxy.activation import ActivationResult
+from actionproxy.http.contract import HEALTH_PATHS, health
 from actionproxy.metrics import CONTENT_TYPE
 from actionproxy.http.openwhisk import respond
 from actionproxy.runner import ActionRunner
@@ -33,39 +33,15 @@ from actionproxy.runner import ActionRunner
 DRAIN_POLL = 0.02  # seconds between looks at what is still in flight during a drain
 
 
-def _not_taking_work(runner: ActionRunner) -> str | None:
-    """Why the proxy cannot take work now, or None."""
-    if runner.draining:
-        return "draining"
-    if runner.starting:
-        return "starting"
-    if runner.inflight >= runner.config.max_concurrent:
-        return "full"
-    return None
-
-
 def health_routes(runner: ActionRunner) -> list[web.RouteDef]:
-    async def healthz(_: web.Request) -> web.Response:
-        reason = _not_taking_work(runner)
-        if reason is not None:
-            return respond(ActivationResult(503, b'{"ok":false,"reason":"%s"}' % reason.encode()))
-        return respond(ActivationResult(200, b'{"ok":true}'))
-
-    async def readyz(_: web.Request) -> web.Response:
-        reason = _not_taking_work(runner) or (None if runner.ready else "not initialized")
-        if reason is not None:
-            return respond(ActivationResult(503, b'{"ready":false,"reason":"%s"}' % reason.encode()))
-        return respond(ActivationResult(200, b'{"ready":true}'))
+    async def probe(request: web.Request) -> web.Response:
+        return respond(health(runner, request.path))
 
     async def metrics(_: web.Request) -> web.Response:
         body = runner.metrics.render(runner.inflight, runner.launcher_restarts, runner.memory_kills)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
-    async def livez(_: web.Request) -> web.Response:
-        return respond(ActivationResult(200, b'{"alive":true}'))
-
-    return [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/livez", livez),
-            web.get("/metrics", metrics)]
+    return [*(web.get(path, probe) for path in HEALTH_PATHS), web.get("/metrics", metrics)]
 
 
 def _raise_graceful_exit() -> None:

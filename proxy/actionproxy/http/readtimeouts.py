@@ -145,5 +145,6 @@ class TimedSockSite(web.BaseSite):
         if self._head_seconds:
             seconds, answer = self._head_seconds, _head_timeout_answer(self._head_seconds)
             factory = lambda: HeadTimer(server(), seconds, answer)  # noqa: E731
+        self.protocol_factory = factory  # for connections another server accepted (firstrequests.py)
         self._server = await asyncio.get_running_loop().create_server(factory, sock=self._sock,
                                                                       backlog=self._backlog)
