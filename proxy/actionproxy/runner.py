@@ -54,6 +54,7 @@ class ActionRunner:
     def __init__(self, config: Config, stem: SpawnedProcess | None = None,
                  socket_path: str | None = None) -> None:
         self.config = config
+        self.started_ms = time.time() * 1000  # a deadline before this came from no platform that started us
         self.logs = LogWriter(config.log_format, config.log_limit)
         route_to(lambda data: self.logs.raw(True, data))  # diagnostics in order with the log blocks
         limits = Limits(config.log_limit, config.max_workers, config.cancel_grace)

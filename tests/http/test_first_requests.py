@@ -161,3 +161,23 @@ def test_the_stem_cell_init_and_run_early(proxy: Proxy) -> None:
     """The conformance suite's usual order on a fresh stem cell, /init then /run."""
     assert proxy.init(ECHO) == (200, {"ok": True})
     assert proxy.run({"a": 1}) == (200, {"a": 1})
+
+
+def test_deadlines_are_read_against_the_proxys_start_after_the_hand_over(tmp_path: Path) -> None:
+    """A deadline that passed after the proxy started is enforced by aiohttp too: both servers
+    read deadlines against the same start (aiohttp's routes once took their own, later, start
+    and ignored such a deadline as "from before the proxy started")."""
+    server, port = started(tmp_path, ECHO)
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        _, _, by = run(connection, {})
+        assert by is None  # answered before aiohttp
+        passed = str(int(time.time() * 1000) + 1)  # after the proxy (and its runner) started
+        while by is None:
+            _, _, by = run(connection, {})
+        status, body, by = run(connection, None, body=json.dumps({"value": {}, "deadline": passed}).encode())
+        assert by is not None
+        assert (status, json.loads(body)) == (502, {"error": "The action did not finish by its deadline and it was "
+                                                             "cancelled."})
+    finally:
+        assert stop(server) == 0

@@ -18,7 +18,7 @@ from actionproxy.runner import ActionRunner, Load
 class OpenWhiskContract:
     def __init__(self, runner: ActionRunner) -> None:
         self.runner = runner
-        self.deadlines = Deadlines()
+        self.deadlines = Deadlines(runner.started_ms)
 
     @property
     def takes_init_body(self) -> bool:

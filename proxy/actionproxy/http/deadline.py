@@ -12,8 +12,10 @@ from actionproxy.activation import ActivationResult
 
 
 class Deadlines:
-    def __init__(self) -> None:
-        self._started_ms = time.time() * 1000
+    def __init__(self, started_ms: float) -> None:
+        """started_ms: when this proxy started (epoch ms), the same for every server that reads
+        deadlines in this process (the first-requests server, then aiohttp's routes)."""
+        self._started_ms = started_ms
 
     def parse(self, raw: object) -> float | None | ActivationResult:
         """Loop time, None for no deadline, or the 400 for a value that is not one. A deadline

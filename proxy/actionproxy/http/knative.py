@@ -63,7 +63,7 @@ class KnativePlatform:
         self.config = runner.config
         self.defaults = default_params(self.config)
         self.context = {name.lower(): os.environ[name] for name in CONTEXT_ENV if os.environ.get(name)}
-        self.deadlines = Deadlines()
+        self.deadlines = Deadlines(runner.started_ms)
         self._loaded: bytes | None = None  # which init this stem cell holds
 
     def routes(self) -> list[web.RouteDef]:
