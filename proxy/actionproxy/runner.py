@@ -243,7 +243,7 @@ class ActionRunner:
             return self.metrics.count(errors.too_many(self.config.max_concurrent))
         self.inflight += 1
         started = time.perf_counter()
-        log.debug(f"activation {activation.activation_id or '-'} started ({self.inflight} in flight)")
+        log.debug("activation %s started (%d in flight)", activation.activation_id or "-", self.inflight)
         try:
             result = await self.executor.run(activation)
         except Exception as exc:  # a bug of ours: answer in the contract's shape, keep serving
@@ -255,7 +255,8 @@ class ActionRunner:
             result = errors.stopped_at_shutdown(self.config.drain_seconds)
         seconds = time.perf_counter() - started
         self.metrics.activation(result, seconds)
-        log.debug(f"activation {activation.activation_id or '-'} ended: {result.status} in {seconds * 1000:.1f} ms")
+        log.debug("activation %s ended: %d in %.1f ms", activation.activation_id or "-", result.status,
+                  seconds * 1000)  # arguments, not an f-string: formatted only when debug is on
         self.logs.activation(activation.logs, activation.activation_id)
         return result
 
