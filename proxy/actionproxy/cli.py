@@ -12,7 +12,6 @@ import socket
 import sys
 from pathlib import Path
 
-from actionproxy.diagnostics import log, set_debug
 from actionproxy import __version__
 from actionproxy.config import PLATFORMS, RUNTIMES, Config
 from actionproxy.pid1 import become_init_if_pid1
@@ -85,10 +84,17 @@ def tools_installed() -> bool:
     return importlib.util.find_spec("actionproxy.tools") is not None
 
 
+def _error(message: str) -> None:
+    """Through the proxy's logger, imported only now: `logging` would delay the stem cell."""
+    from actionproxy.diagnostics import log
+
+    log.error(message)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] and argv[0] in TOOLS and not tools_installed():
-        log.error(f"{argv[0]}: {TOOLS_MISSING}")
+        _error(f"{argv[0]}: {TOOLS_MISSING}")
         return 2
     local = "--local" in argv or any(a == "--source" or a.startswith("--source=") for a in argv)
     if argv[:1] == ["build"] and not local:  # --source DIR is a local folder: bake.run_build's branch
@@ -110,13 +116,16 @@ def main(argv: list[str] | None = None) -> int:
         config = Config.from_env(args.runtime, args.port, platform=args.platform,
                                  init_file=args.init, init_main=args.main)
     except ValueError as exc:
-        log.error(str(exc))
+        _error(str(exc))
         return 2
-    set_debug(config.debug)
+    if config.debug:  # before the stem cell: its debugger check may have something to say
+        from actionproxy.diagnostics import set_debug
+
+        set_debug(True)
     try:
         sock = bind(config.host, config.port)
     except (OSError, OverflowError) as exc:  # OverflowError: a $PORT past 65535
-        log.error(f"cannot listen on {config.host}:{config.port}: {exc}")
+        _error(f"cannot listen on {config.host}:{config.port}: {exc}")
         return 1
     from actionproxy.executor.stemcell import spawn_stem_cell, worker_socket_path
 

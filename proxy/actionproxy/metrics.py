@@ -26,6 +26,7 @@ import orjson
 
 from actionproxy import errors
 from actionproxy.activation import ActivationResult
+from actionproxy.executor.process import stat_fields
 
 OUTCOMES = ("success", "application_error", "developer_error", "internal_error", "timeout", "rejected")
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -65,9 +66,7 @@ def outcome(result: ActivationResult) -> str:
 
 def _process_start_boottime(pid: int | str) -> float:
     """When a process started, in CLOCK_BOOTTIME seconds (the kernel's own record, 10 ms ticks)."""
-    with open(f"/proc/{pid}/stat", "rb") as stat:
-        fields = stat.read().rsplit(b")", 1)[1].split()
-    return int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    return int(stat_fields(pid)[19]) / os.sysconf("SC_CLK_TCK")
 
 
 def seconds_since_start() -> float:

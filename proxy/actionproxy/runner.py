@@ -142,8 +142,8 @@ class ActionRunner:
             if not at_start:
                 self.load = Load.EMPTY
         self.metrics.init_seconds = time.perf_counter() - started
-        log.debug(f"init (main {main!r}, {'binary' if binary else 'source'}, {len(code)} chars): "
-                  f"{result.status} in {self.metrics.init_seconds * 1000:.1f} ms")
+        log.debug("init (main %r, %s, %d chars): %d in %.1f ms", main, "binary" if binary else "source",
+                  len(code), result.status, self.metrics.init_seconds * 1000)
         if result.status == 200:
             self.load = Load.LOADED
         return result
@@ -165,16 +165,13 @@ class ActionRunner:
                 materialize, data, main, dest, self.config.archive, self.config.runtime)
             executor = self._executor_for(source, env)
             await executor.init(source, env)
-        except ArchiveTooLarge as exc:
+        except (ArchiveError, InitError) as exc:  # nothing runs from the folder: it goes
             await asyncio.to_thread(shutil.rmtree, dest, True)
-            self.logs.proxy_error(str(exc), sentinels=not at_start)
-            return errors.error(413, str(exc))
-        except ArchiveError as exc:
-            await asyncio.to_thread(shutil.rmtree, dest, True)
-            return self._init_failed(InitError("compile", str(exc)), at_start)
-        except InitError as exc:  # nothing runs from the folder any more
-            await asyncio.to_thread(shutil.rmtree, dest, True)
-            return self._init_failed(exc, at_start)
+            if isinstance(exc, ArchiveTooLarge):
+                self.logs.proxy_error(str(exc), sentinels=not at_start)
+                return errors.error(413, str(exc))
+            return self._init_failed(exc if isinstance(exc, InitError) else InitError("compile", str(exc)),
+                                     at_start)
         self.executor = executor
         self._guard_memory()
         return ActivationResult(200, b'{"ok":true}')

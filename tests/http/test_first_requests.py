@@ -54,6 +54,12 @@ def _connects(port: int) -> bool:
         return False
 
 
+def _health(port: int) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("GET", "/healthz")
+    return connection.getresponse().status
+
+
 def stop(server: subprocess.Popen) -> int:
     server.send_signal(signal.SIGTERM)
     return server.wait(30)
@@ -151,6 +157,10 @@ def test_sigterm_before_aiohttp_drains(tmp_path: Path) -> None:
     connection.request("POST", "/run", json.dumps({"value": {"sleep": 2}}), {"Content-Type": "application/json"})
     time.sleep(0.3)  # the activation is in flight (not a timing assertion: it sleeps 2 s)
     server.send_signal(signal.SIGTERM)
+    wait_until(lambda: _health(port) == 503, "health saying draining")  # the signal is handled asynchronously
+    late = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    status, body, _ = run(late, {"sleep": 0})
+    assert status == 503 and "shutting down" in json.loads(body)["error"], (status, body)
     response = connection.getresponse()
     assert (response.status, json.loads(response.read())) == (200, {"slept": 2})
     assert server.wait(30) == 0, server.stderr.read().decode()

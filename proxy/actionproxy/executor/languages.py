@@ -27,7 +27,7 @@ from actionproxy.diagnostics import trace_lifetime
 from actionproxy.executor import InitError, frames
 from actionproxy.executor.channel import ActionLoopChannel, ChannelDied
 from actionproxy.executor.pool import ChannelPool
-from actionproxy.executor.process import ProcessHandle, SpawnedProcess
+from actionproxy.executor.process import ProcessHandle, SpawnedProcess, stat_fields
 from actionproxy.executor.options import LauncherOptions
 from actionproxy.executor.stemcell import worker_socket_path
 
@@ -36,10 +36,8 @@ PEERCRED = struct.Struct("3i")
 
 
 def parent_pid(pid: int) -> int | None:
-    """From /proc/<pid>/stat (the field after the state, which follows the last ')')."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return int(stat.read().rsplit(b")", 1)[1].split()[1])
+        return int(stat_fields(pid)[1])
     except (OSError, IndexError, ValueError):
         return None
 

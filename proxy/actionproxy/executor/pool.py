@@ -137,8 +137,8 @@ class ChannelPool:
         channel.submit(entry.activation).add_done_callback(lambda done: self._finished(entry, done))
 
     def _finished(self, entry: _Entry, done: asyncio.Future[ActivationResult]) -> None:
-        if not entry.answer.done() and not done.cancelled():
-            entry.answer.set_result(done.result())
+        if not done.cancelled():
+            settle(entry.answer, done.result())
         self._dispatch()
 
     def _dispatch(self) -> None:

@@ -87,6 +87,13 @@ def spawn_plain(argv: Sequence[str], env: dict[str, str], cwd: str) -> SpawnedPr
     return SpawnedProcess(child.pid, ours[0], -1, ours[1], ours[2])
 
 
+def stat_fields(pid: int | str) -> list[bytes]:
+    """/proc/<pid>/stat after the command name (which may hold spaces and parentheses):
+    [0] is the state, [1] the parent pid, [19] the start time in clock ticks."""
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        return stat.read().rsplit(b")", 1)[1].split()
+
+
 REPORT_WAIT = 0.2  # how long to wait for a zygote's report on a worker that ended
 
 

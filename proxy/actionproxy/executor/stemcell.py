@@ -8,7 +8,6 @@ import subprocess
 import tempfile
 
 from actionproxy import __version__
-from actionproxy.diagnostics import log
 from actionproxy.config import Config
 from actionproxy.executor.process import SpawnedProcess, spawn
 
@@ -40,6 +39,8 @@ def has_debugpy(python: str) -> bool:
     except (OSError, subprocess.TimeoutExpired):
         found = False
     if not found:
+        from actionproxy.diagnostics import log  # debug mode only: logging is not on the start path
+
         log.debug(f"debugpy is not installed for {python}, so the Python launcher runs without a "
                   f"debugger to attach to (pip install debugpy to get one)")
     return found

@@ -30,7 +30,10 @@ async def read_body(request: web.Request, limit: int) -> bytes | ActivationResul
         data = await request.read()
     except web.HTTPRequestEntityTooLarge:
         return errors.body_too_large(limit)
-    codings = [c.strip().lower() for c in request.headers.get("Content-Encoding", "").split(",")]
+    header = request.headers.get("Content-Encoding")
+    if not header:  # the usual request: nothing to decode
+        return data
+    codings = [c.strip().lower() for c in header.split(",")]
     codings = [c for c in codings if c and c != "identity"]
     unknown = next((c for c in codings if c not in CODINGS), None)
     if unknown is not None:

@@ -35,6 +35,13 @@ HEADER = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*(.*?)[ \t]*")
 TAKEN = {(b"POST", b"/run"), (b"POST", b"/init"), *((b"GET", path.encode()) for path in HEALTH_PATHS)}
 
 
+def wire_answer(result: ActivationResult, close: bool) -> bytes:
+    """A whole HTTP/1.1 response with a JSON body, for a server that writes its own bytes."""
+    phrase = http.HTTPStatus(result.status).phrase.encode()
+    return (b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n"
+            % (result.status, phrase, len(result.body), b"Connection: close\r\n" if close else b"")) + result.body
+
+
 class Deferred(Exception):
     """A request this server leaves to aiohttp."""
 
@@ -63,7 +70,9 @@ class FirstRequests:
             self.runner.metrics.mark_ready()
 
     def _on_signal(self, sig: signal.Signals) -> None:
+        """New work is refused from now on; the drain itself starts once aiohttp is up."""
         self.signal = sig
+        self.runner.drain()
         self.load_aiohttp.set()
 
     def hand_over(self, protocol: Callable[[], asyncio.Protocol]) -> None:
@@ -154,10 +163,7 @@ class FirstConnection(asyncio.Protocol):
         self._busy = None
         if self._transport is None:  # the client left; the activation still ran
             return
-        phrase = http.HTTPStatus(result.status).phrase.encode()
-        self._transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n"
-                              % (result.status, phrase, len(result.body),
-                                 b"" if keep_alive else b"Connection: close\r\n") + result.body)
+        self._transport.write(wire_answer(result, close=not keep_alive))
         if path == b"/run":
             self._owner.load_aiohttp.set()  # the first result is out: load the full server now
         if keep_alive:

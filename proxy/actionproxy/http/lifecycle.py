@@ -66,11 +66,11 @@ class Drain:
 
     def begin(self, sig: signal.Signals = signal.SIGTERM) -> None:
         if self._task is not None:
-            _say(f"{sig.name} again: ending the drain now")
+            log.info(f"{sig.name} again: ending the drain now")
             self._hurry.set()
             return
         self.runner.drain()
-        _say(f"{sig.name}: draining: {self.runner.inflight} activation(s) in flight, no new work taken; "
+        log.info(f"{sig.name}: draining: {self.runner.inflight} activation(s) in flight, no new work taken; "
              f"waiting up to {self.seconds:g} s")
         self._task = asyncio.get_running_loop().create_task(self._drain())
 
@@ -80,14 +80,10 @@ class Drain:
         while not self.runner.idle and loop.time() < end and not self._hurry.is_set():
             await asyncio.sleep(DRAIN_POLL)
         if self.runner.idle:
-            _say("drained: nothing in flight; shutting down")
+            log.info("drained: nothing in flight; shutting down")
         else:
             stopped = self.runner.stop()
-            _say(f"the drain period is over with {stopped} activation(s) still running: they were "
+            log.info(f"the drain period is over with {stopped} activation(s) still running: they were "
                  f"stopped and answered with an error; shutting down")
         self.runner.logs.flush()
         loop.call_soon(_raise_graceful_exit)
-
-
-def _say(message: str) -> None:
-    log.info(message)

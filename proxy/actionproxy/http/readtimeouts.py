@@ -19,6 +19,8 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from actionproxy import errors
+from actionproxy.http.firstrequests import wire_answer
+from actionproxy.http.openwhisk import respond
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -105,8 +107,7 @@ def bounded_body(seconds: float) -> Callable[[web.Request, Handler], Awaitable[w
         try:
             return await handler(request)
         except BodyTimeout:
-            result = errors.body_timeout(seconds)
-            response = web.Response(status=result.status, body=result.body, content_type="application/json")
+            response = respond(errors.body_timeout(seconds))
             response.force_close()
             return response
         finally:
@@ -116,12 +117,6 @@ def bounded_body(seconds: float) -> Callable[[web.Request, Handler], Awaitable[w
                 head.request_ended(body)
 
     return middleware
-
-
-def _head_timeout_answer(seconds: float) -> bytes:
-    body = errors.head_timeout(seconds).body
-    return (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json; charset=utf-8\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)) + body
 
 
 class TimedSockSite(web.BaseSite):
@@ -143,7 +138,7 @@ class TimedSockSite(web.BaseSite):
         assert server is not None
         factory: Callable[[], asyncio.Protocol] = server
         if self._head_seconds:
-            seconds, answer = self._head_seconds, _head_timeout_answer(self._head_seconds)
+            seconds, answer = self._head_seconds, wire_answer(errors.head_timeout(self._head_seconds), close=True)
             factory = lambda: HeadTimer(server(), seconds, answer)  # noqa: E731
         self.protocol_factory = factory  # for connections another server accepted (firstrequests.py)
         self._server = await asyncio.get_running_loop().create_server(factory, sock=self._sock,
