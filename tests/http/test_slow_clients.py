@@ -3,8 +3,10 @@
 Real proxies with short timeouts (ACTIONPROXY_HEADER_TIMEOUT=1, ACTIONPROXY_BODY_TIMEOUT=2)
 driven over raw sockets: a head or body that trickles in is answered 408 and the connection
 closed, hundreds of such connections included; what runs after the request has arrived (a long
-activation) and an idle keep-alive connection are not touched. Nothing is timed: a connection
-that stays open fails the test when the cap of the wait is reached.
+activation) and an idle keep-alive connection are not touched. Each holds on both servers of
+OpenWhisk mode: the plain requests' server and aiohttp (which takes a request with a query).
+Nothing is timed: a connection that stays open fails the test when the cap of the wait is
+reached.
 """
 
 from __future__ import annotations
@@ -29,10 +31,13 @@ SLEEPY = "import time\ndef main(args):\n    time.sleep(args['seconds'])\n    ret
 PARTIAL_HEAD = b"POST /run HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
 
 
-def request(body: dict) -> bytes:
+PATHS = {"plain": b"/run", "aiohttp": b"/run?via=aiohttp"}
+
+
+def request(body: dict, path: bytes = b"/run") -> bytes:
     data = json.dumps(body).encode()
-    return (b"POST /run HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(data)) + data
+    return (b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % (path, len(data))) + data
 
 
 def connect(proxy: Proxy) -> socket.socket:
@@ -89,14 +94,15 @@ def slow_proxy(start_proxy) -> Proxy:
     return proxy
 
 
-@pytest.mark.parametrize("earlier", [0, 1], ids=["first-request", "after-a-kept-alive-request"])
-def test_a_slow_loris_head_is_answered_408_and_closed(slow_proxy: Proxy, earlier: int) -> None:
+@pytest.mark.parametrize("earlier", [None, "plain", "aiohttp"],
+                         ids=["first-request", "after-a-plain-request", "after-an-aiohttp-request"])
+def test_a_slow_loris_head_is_answered_408_and_closed(slow_proxy: Proxy, earlier: str | None) -> None:
     """A head sent a byte at a time is cut off at the head timeout, also as the second request of a
-    kept-alive connection; the proxy serves on."""
+    kept-alive connection, on either server; the proxy serves on."""
     with connect(slow_proxy) as sock:
-        for i in range(earlier):
-            sock.sendall(request({"value": {"i": i}}))
-            assert read_response(sock) == (200, {"i": i})
+        if earlier is not None:
+            sock.sendall(request({"value": {"i": 0}}, PATHS[earlier]))
+            assert read_response(sock) == (200, {"i": 0})
         sock.sendall(PARTIAL_HEAD)
         received = trickle_until_closed([sock], pause=0.3)[sock]
     assert timeout_answer(received) == (408, {"error": HEAD_TIMEOUT})
@@ -117,11 +123,12 @@ def test_two_hundred_slow_loris_connections_are_all_closed(slow_proxy: Proxy) ->
     assert slow_proxy.run({"after": True}) == (200, {"after": True})
 
 
-def test_a_slow_body_is_answered_408_and_closed(slow_proxy: Proxy) -> None:
+@pytest.mark.parametrize("server", PATHS)
+def test_a_slow_body_is_answered_408_and_closed(slow_proxy: Proxy, server: str) -> None:
     """A body that keeps coming, a byte at a time well inside any inactivity limit, is still cut off
     at the body timeout: the bound is on the whole body."""
     with connect(slow_proxy) as sock:
-        sock.sendall(b"POST /run HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        sock.sendall(b"POST " + PATHS[server] + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 100000\r\n\r\n{\"value\": {\"pad\": \"")
         received = trickle_until_closed([sock], pause=0.2)[sock]
     assert timeout_answer(received) == (408, {"error": BODY_TIMEOUT})
@@ -138,12 +145,13 @@ def test_an_activation_longer_than_the_timeouts_gets_its_answer(start_proxy) -> 
         assert read_response(sock) == (200, {"slept": 4})
 
 
-def test_an_idle_kept_alive_connection_is_not_cut_by_the_head_timeout(slow_proxy: Proxy) -> None:
+@pytest.mark.parametrize("server", PATHS)
+def test_an_idle_kept_alive_connection_is_not_cut_by_the_head_timeout(slow_proxy: Proxy, server: str) -> None:
     """Between requests a kept-alive connection is idle, not slow: after a pause longer than the head
     timeout the next request on the same connection is answered."""
     with connect(slow_proxy) as sock:
-        sock.sendall(request({"value": {"n": 1}}))
+        sock.sendall(request({"value": {"n": 1}}, PATHS[server]))
         assert read_response(sock) == (200, {"n": 1})
         time.sleep(2.5)
-        sock.sendall(request({"value": {"n": 2}}))
+        sock.sendall(request({"value": {"n": 2}}, PATHS[server]))
         assert read_response(sock) == (200, {"n": 2})

@@ -1,6 +1,6 @@
 """The OpenWhisk action contract on bytes (spec sections a.2-a.5): a `/init` or `/run` body to
 its result, and the health answers. No aiohttp here: the aiohttp routes (openwhisk.py,
-lifecycle.py) and the first-requests server (firstrequests.py) answer with the same functions.
+lifecycle.py) and the plain requests' server (plainhttp.py) answer with the same functions.
 Only request shapes and response rules live here; the work is done by the ActionRunner.
 """
 

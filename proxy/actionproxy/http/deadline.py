@@ -14,7 +14,7 @@ from actionproxy.activation import ActivationResult
 class Deadlines:
     def __init__(self, started_ms: float) -> None:
         """started_ms: when this proxy started (epoch ms), the same for every server that reads
-        deadlines in this process (the first-requests server, then aiohttp's routes)."""
+        deadlines in this process (the plain requests' server and aiohttp's routes)."""
         self._started_ms = started_ms
 
     def parse(self, raw: object) -> float | None | ActivationResult:

@@ -19,7 +19,7 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from actionproxy import errors
-from actionproxy.http.firstrequests import wire_answer
+from actionproxy.http.plainhttp import wire_answer
 from actionproxy.http.openwhisk import respond
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -119,8 +119,16 @@ def bounded_body(seconds: float) -> Callable[[web.Request, Handler], Awaitable[w
     return middleware
 
 
+def timed_protocols(server: Callable[[], asyncio.Protocol], head_seconds: float) -> Callable[[], asyncio.Protocol]:
+    """aiohttp's protocol factory, each connection's protocol in a HeadTimer (none for 0 s)."""
+    if not head_seconds:
+        return server
+    answer = wire_answer(errors.head_timeout(head_seconds), close=True)
+    return lambda: HeadTimer(server(), head_seconds, answer)
+
+
 class TimedSockSite(web.BaseSite):
-    """A pre-bound listening socket whose connections get a HeadTimer (none when seconds is 0)."""
+    """A pre-bound listening socket whose connections get a HeadTimer."""
 
     def __init__(self, runner: web.BaseRunner, sock: socket.socket, head_seconds: float, backlog: int) -> None:
         super().__init__(runner, backlog=backlog)
@@ -136,10 +144,5 @@ class TimedSockSite(web.BaseSite):
         await super().start()
         server = self._runner.server
         assert server is not None
-        factory: Callable[[], asyncio.Protocol] = server
-        if self._head_seconds:
-            seconds, answer = self._head_seconds, wire_answer(errors.head_timeout(self._head_seconds), close=True)
-            factory = lambda: HeadTimer(server(), seconds, answer)  # noqa: E731
-        self.protocol_factory = factory  # for connections another server accepted (firstrequests.py)
-        self._server = await asyncio.get_running_loop().create_server(factory, sock=self._sock,
-                                                                      backlog=self._backlog)
+        self._server = await asyncio.get_running_loop().create_server(
+            timed_protocols(server, self._head_seconds), sock=self._sock, backlog=self._backlog)

@@ -1,5 +1,6 @@
 """The aiohttp server: app factory, limits, the catch-all, and running on the pre-bound socket
-(imported by serving.py once the first requests are answered)."""
+in Knative mode, or behind the plain requests' server in OpenWhisk mode (imported by
+serving.py once the first requests are answered)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,14 @@ from aiohttp import web
 
 from actionproxy import errors
 from actionproxy.config import Config
-from actionproxy.http.firstrequests import FirstRequests
 from actionproxy.http.lifecycle import Drain, health_routes
 from actionproxy.http.knative import KnativePlatform
 from actionproxy.http.openwhisk import OpenWhiskPlatform, respond
-from actionproxy.http.readtimeouts import TimedSockSite, bounded_body
+from actionproxy.http.plainhttp import KEEPALIVE_SECONDS, PlainServer
+from actionproxy.http.readtimeouts import TimedSockSite, bounded_body, timed_protocols
 from actionproxy.runner import ActionRunner
 
 DRAIN = web.AppKey("drain", Drain)
-KEEPALIVE_SECONDS = 75.0  # an idle kept-alive connection is closed after this (web.run_app's default)
 
 
 async def not_found(request: web.Request) -> web.Response:
@@ -45,10 +45,10 @@ def build_app(config: Config, runner: ActionRunner) -> web.Application:
     return app
 
 
-async def run_app(config: Config, sock: socket.socket, runner: ActionRunner, first: FirstRequests | None,
+async def run_app(config: Config, sock: socket.socket, runner: ActionRunner, plain: PlainServer | None,
                   backlog: int) -> None:
-    """aiohttp on the socket until the drain ends the loop; it takes over the connections of
-    the first-requests server, and a signal that server received starts the drain.
+    """aiohttp until the drain ends the loop: on the socket, or taking the connections the plain
+    requests' server leaves to it, and then a signal that server received starts the drain.
     Not web.run_app: it cannot wrap each connection's protocol, which the head timeout needs."""
     app = build_app(config, runner)
     # shutdown_timeout bounds the wait for handlers still answering once the listener is closed
@@ -56,12 +56,15 @@ async def run_app(config: Config, sock: socket.socket, runner: ActionRunner, fir
                                shutdown_timeout=config.drain_seconds, keepalive_timeout=KEEPALIVE_SECONDS)
     await app_runner.setup()
     try:
-        site = TimedSockSite(app_runner, sock, config.header_timeout, backlog)
-        await site.start()
-        if first is not None:
-            first.hand_over(site.protocol_factory)
-            if first.signal is not None:
-                app[DRAIN].begin(first.signal)
+        if plain is None:
+            await TimedSockSite(app_runner, sock, config.header_timeout, backlog).start()
+        else:
+            assert app_runner.server is not None
+            plain.aiohttp_ready(timed_protocols(app_runner.server, config.header_timeout))
+            if plain.signal is not None:
+                app[DRAIN].begin(plain.signal)
         await asyncio.Event().wait()  # until GracefulExit stops the loop
     finally:
+        if plain is not None:
+            await plain.close(config.drain_seconds)
         await app_runner.cleanup()

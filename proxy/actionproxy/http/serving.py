@@ -1,9 +1,8 @@
 """Serving the pre-bound socket for the life of the process.
 
-In OpenWhisk mode the first requests are answered by firstrequests.py while aiohttp is not
-imported yet; aiohttp is imported in a thread when that server says it is time, then takes the
-socket and its connections over (server.run_app). In Knative mode aiohttp serves from the
-start. The action baked into an image loads meanwhile either way.
+In OpenWhisk mode the plain requests' server (plainhttp.py) serves the socket from the start;
+aiohttp is imported in a thread when that server says it is time, and then takes the
+connections it leaves to it (server.run_app). In Knative mode aiohttp serves the socket. The action baked into an image loads meanwhile either way.
 """
 
 from __future__ import annotations
@@ -15,10 +14,10 @@ import socket
 from actionproxy.autoinit import autoinit
 from actionproxy.config import Config
 from actionproxy.executor.process import SpawnedProcess
-from actionproxy.http.firstrequests import FirstRequests
+from actionproxy.http.plainhttp import PlainServer
 from actionproxy.runner import ActionRunner
 
-BACKLOG = 1024  # aiohttp listens again on the socket, with 128 unless told (c=256 would drop SYNs)
+BACKLOG = 1024  # the listening backlog (asyncio and aiohttp default to 100 and 128: c=256 would drop SYNs)
 
 
 def serve(config: Config, sock: socket.socket, stem: SpawnedProcess | None = None,
@@ -48,14 +47,14 @@ def serve(config: Config, sock: socket.socket, stem: SpawnedProcess | None = Non
 async def _serve(config: Config, sock: socket.socket, runner: ActionRunner) -> None:
     loop = asyncio.get_running_loop()
     starting = loop.create_task(autoinit(runner, config.autoinit)) if config.autoinit is not None else None
-    first = None
+    plain = None
     if config.platform == "openwhisk":
-        first = FirstRequests(runner, sock, BACKLOG)
-        await first.start()
-        await first.load_aiohttp.wait()
+        plain = PlainServer(runner, sock, BACKLOG)
+        await plain.start()
+        await plain.load_aiohttp.wait()
     server = await loop.run_in_executor(None, importlib.import_module, "actionproxy.http.server")
     try:
-        await server.run_app(config, sock, runner, first, BACKLOG)
+        await server.run_app(config, sock, runner, plain, BACKLOG)
     finally:
         if starting is not None:
             starting.cancel()

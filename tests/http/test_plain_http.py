@@ -1,9 +1,10 @@
-"""The first-requests server (OpenWhisk mode): answers before aiohttp is imported, leaves what
-it does not take to aiohttp, and hands its connections over without a client noticing.
+"""The plain requests' server (OpenWhisk mode): answers the contract's plain requests before
+aiohttp is imported and after, leaves what it does not take to aiohttp, and hands those
+connections over without a client noticing.
 
-Which server answered is visible: aiohttp sends a `Server` header, the first-requests server
-does not. Real proxies, real sockets; nothing is timed (a proxy loads aiohttp a second after
-its start at the latest, so the tests wait for that by looking, not by the clock).
+Which server answered is visible: aiohttp sends a `Server` header, the plain server does not.
+Real proxies, real sockets; nothing is timed (a proxy loads aiohttp a second after its start at
+the latest, so the tests wait for that by looking, not by the clock).
 """
 
 from __future__ import annotations
@@ -65,24 +66,32 @@ def stop(server: subprocess.Popen) -> int:
     return server.wait(30)
 
 
-def test_early_answers_then_aiohttp_on_the_same_connection(tmp_path: Path) -> None:
+def via_aiohttp(connection: http.client.HTTPConnection, value: object) -> tuple[int, bytes, str | None]:
+    """A /run with a query string: a request only aiohttp takes."""
+    connection.request("POST", "/run?via=aiohttp", json.dumps({"value": value}), {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    return response.status, response.read(), response.getheader("Server")
+
+
+def aiohttp_loaded(port: int) -> bool:
+    """True once aiohttp answers (the first request it must take loads it at once)."""
+    return via_aiohttp(http.client.HTTPConnection("127.0.0.1", port, timeout=30), {})[2] is not None
+
+
+def test_plain_requests_stay_on_the_plain_server_after_aiohttp_loads(tmp_path: Path) -> None:
+    """Before and after aiohttp is loaded, plain /run requests are the plain server's, on one
+    connection; a request only aiohttp takes moves the connection to aiohttp for good."""
     server, port = started(tmp_path, ECHO)
     try:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        status, body, by = run(connection, {"n": 0})
-        assert (status, json.loads(body), by) == (200, {"n": 0}, None), "the first answer comes before aiohttp"
-        seen = {by}
-        n = 0
-        limit = time.monotonic() + 30
-        while by is None:  # the same connection, request after request, until aiohttp answers
-            assert time.monotonic() < limit, "aiohttp never took the connection over"
-            n += 1
-            status, body, by = run(connection, {"n": n})
-            assert (status, json.loads(body)) == (200, {"n": n})
-            seen.add(by)
-        assert by.startswith("Python/") and "aiohttp" in by
-        status, body, _ = run(connection, {"after": True})
-        assert (status, json.loads(body)) == (200, {"after": True})
+        assert run(connection, {"n": 0}) == (200, b'{"n":0}', None), "the first answer comes before aiohttp"
+        wait_until(lambda: aiohttp_loaded(port), "aiohttp serving", cap=30)
+        for n in range(1, 50):
+            assert run(connection, {"n": n}) == (200, b'{"n":%d}' % n, None)
+        status, body, by = via_aiohttp(connection, {"moved": True})
+        assert (status, json.loads(body)) == (200, {"moved": True}) and by is not None and "aiohttp" in by
+        status, body, by = run(connection, {"after": True})
+        assert (status, json.loads(body)) == (200, {"after": True}) and by is not None, "the connection stays"
     finally:
         assert stop(server) == 0
 
@@ -112,18 +121,22 @@ def test_requests_it_does_not_take_are_answered_by_aiohttp(tmp_path: Path) -> No
 
 
 def test_early_errors_are_the_contracts_errors(tmp_path: Path) -> None:
-    """A bad body answered by the first-requests server and the same body answered by aiohttp
-    later: the same status and the same JSON."""
+    """A bad body answered by the plain server and the same body answered by aiohttp: the same
+    status and the same JSON."""
     server, port = started(tmp_path, ECHO)
     try:
         early = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         cases = [b"not json", b"[1]", b'{"value": 5}', b'{"value": {}, "deadline": "soon"}']
         first = [run(early, None, body=case)[:2] for case in cases]
         assert [status for status, _ in first] == [400, 400, 404, 400], first
-        wait_until(lambda: run(http.client.HTTPConnection("127.0.0.1", port, timeout=30), {})[2] is not None,
-                   "aiohttp serving", cap=30)
+        wait_until(lambda: aiohttp_loaded(port), "aiohttp serving", cap=30)
         later = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        assert [run(later, None, body=case)[:2] for case in cases] == first
+        by_aiohttp = []
+        for case in cases:
+            later.request("POST", "/run?via=aiohttp", case, {"Content-Type": "application/json"})
+            response = later.getresponse()
+            by_aiohttp.append((response.status, response.read()))
+        assert by_aiohttp == first
     finally:
         assert stop(server) == 0
 
@@ -150,7 +163,7 @@ def test_pipelined_requests_are_answered_in_order(tmp_path: Path) -> None:
 
 
 def test_sigterm_before_aiohttp_drains(tmp_path: Path) -> None:
-    """SIGTERM while the first-requests server still answers: the activation in flight finishes
+    """SIGTERM while only the plain server answers: the activation in flight finishes
     and is answered, new work gets 503, and the proxy exits 0."""
     server, port = started(tmp_path, SLOW)
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -173,21 +186,42 @@ def test_the_stem_cell_init_and_run_early(proxy: Proxy) -> None:
     assert proxy.run({"a": 1}) == (200, {"a": 1})
 
 
-def test_deadlines_are_read_against_the_proxys_start_after_the_hand_over(tmp_path: Path) -> None:
+def test_deadlines_are_read_against_the_proxys_start_on_both_servers(tmp_path: Path) -> None:
     """A deadline that passed after the proxy started is enforced by aiohttp too: both servers
     read deadlines against the same start (aiohttp's routes once took their own, later, start
     and ignored such a deadline as "from before the proxy started")."""
     server, port = started(tmp_path, ECHO)
     try:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        _, _, by = run(connection, {})
-        assert by is None  # answered before aiohttp
-        passed = str(int(time.time() * 1000) + 1)  # after the proxy (and its runner) started
-        while by is None:
-            _, _, by = run(connection, {})
-        status, body, by = run(connection, None, body=json.dumps({"value": {}, "deadline": passed}).encode())
-        assert by is not None
-        assert (status, json.loads(body)) == (502, {"error": "The action did not finish by its deadline and it was "
-                                                             "cancelled."})
+        assert run(connection, {})[2] is None  # the plain server
+        passed = json.dumps({"value": {}, "deadline": str(int(time.time() * 1000) + 1)}).encode()
+        late = (502, {"error": "The action did not finish by its deadline and it was cancelled."})
+        status, body, _ = run(connection, None, body=passed)
+        assert (status, json.loads(body)) == late
+        connection.request("POST", "/run?via=aiohttp", passed, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        assert response.getheader("Server") is not None
+        assert (response.status, json.loads(response.read())) == late
+    finally:
+        assert stop(server) == 0
+
+
+def test_pipelined_big_requests_behind_a_slow_one_are_all_answered(tmp_path: Path) -> None:
+    """A client that pipelines megabytes behind a running activation is read only so far ahead
+    (the connection pauses), then served in order."""
+    server, port = started(tmp_path, SLOW)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+            bodies = [json.dumps({"value": {"sleep": 1 if i == 0 else 0, "pad": "x" * (1 << 20)}}).encode()
+                      for i in range(8)]
+            requests = b"".join(b"POST /run HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+                                for body in bodies)
+            sock.sendall(requests)
+            received = b""
+            while received.count(b"HTTP/1.1 200 OK") < 8 or not received.endswith(b"}"):
+                chunk = sock.recv(65536)
+                assert chunk, received
+                received += chunk
+        assert received.count(b'{"slept":0}') == 7 and received.index(b'{"slept":1}') < received.index(b'{"slept":0}')
     finally:
         assert stop(server) == 0

@@ -1,17 +1,22 @@
-"""The first requests, answered before aiohttp is imported: the cold start's short path.
+"""The plain requests' server (OpenWhisk mode): the contract's hot path, without aiohttp.
 
-Importing aiohttp's server costs more than everything else a dedicated function needs before
-its first result. So in OpenWhisk mode the proxy first serves the pre-bound socket with this
-small HTTP/1.1 server, which takes only the contract's plain requests: `POST /init` and
-`POST /run` with a Content-Length body and no Content-Encoding, and the health probes. Their
-answers come from the same functions as aiohttp's (contract.py). Any other request (another
-path or method, a chunked or encoded body, `Expect`, a body over the limit, HTTP/1.0, a query
-string) is not read further: it waits for aiohttp, and makes aiohttp load at once.
+A small HTTP/1.1 server answers the contract's plain requests, `POST /init` and `POST /run`
+with a Content-Length body and no Content-Encoding, and the health probes, with the same
+functions as the aiohttp routes (contract.py). It costs about a third of what aiohttp's web
+layer costs per request, and it needs nothing imported at start but asyncio: the cold start's
+short path and the hot path are the same.
 
+Any other request (another path or method, a chunked or encoded body, `Expect`, a body over
+the limit, HTTP/1.0, a query string, a head this parser does not read plainly) is not read
+here: its connection goes to aiohttp's protocol with whatever was read, and stays there.
 aiohttp is imported in a thread after the first `/run` is answered, a second after the start,
-on the first request this server leaves to it, or on SIGTERM/SIGINT (which the drain then
-handles). Once aiohttp listens on the same socket, this server stops accepting and hands every
-connection over to aiohttp's protocol with whatever it had read, between requests.
+on the first request it must take, or on SIGTERM/SIGINT (which the drain then handles); a
+connection that needs it meanwhile waits, unread.
+
+The read timeouts hold here as under aiohttp (readtimeouts.py): a request that has not arrived
+whole after one read gets a clock, the head's until its head is in, then the body's; either
+running out answers 408 and closes. An idle kept-alive connection is closed after
+KEEPALIVE_SECONDS, as aiohttp does.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from actionproxy.runner import ActionRunner
 
 MAX_HEAD = 8190  # aiohttp's limit for a request line and headers
 LOAD_AFTER = 1.0  # seconds after the start at which aiohttp loads anyway
+MAX_PIPELINED = 1 << 20  # bytes read ahead while a request is answered
+KEEPALIVE_SECONDS = 75.0  # an idle kept-alive connection is closed after this (aiohttp's default)
 REQUEST_LINE = re.compile(rb"(GET|POST) (/[a-z]*) HTTP/1\.1")
 HEADER = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*(.*?)[ \t]*")
 TAKEN = {(b"POST", b"/run"), (b"POST", b"/init"), *((b"GET", path.encode()) for path in HEALTH_PATHS)}
@@ -46,26 +53,28 @@ class Deferred(Exception):
     """A request this server leaves to aiohttp."""
 
 
-class FirstRequests:
+class PlainServer:
     def __init__(self, runner: ActionRunner, sock: socket.socket, backlog: int) -> None:
         self.runner = runner
         self.contract = OpenWhiskContract(runner)
+        config = runner.config
+        self.head_late = (config.header_timeout, wire_answer(errors.head_timeout(config.header_timeout), True))
+        self.body_late = (config.body_timeout, wire_answer(errors.body_timeout(config.body_timeout), True))
         self._sock = sock
         self._backlog = backlog
         self._server: asyncio.AbstractServer | None = None
-        self.connections: set[FirstConnection] = set()
+        self.connections: set[PlainConnection] = set()
         self.load_aiohttp = asyncio.Event()  # set: time to import aiohttp
-        self.signal: signal.Signals | None = None  # a SIGTERM or SIGINT that came meanwhile
-        self.protocol: Callable[[], asyncio.Protocol] | None = None  # aiohttp's, once it serves
+        self.signal: signal.Signals | None = None  # a SIGTERM or SIGINT that came before aiohttp
+        self.protocol: Callable[[], asyncio.Protocol] | None = None  # aiohttp's, once it is loaded
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        # a duplicate of the listening socket: closing this server later leaves aiohttp's open
-        self._server = await loop.create_server(lambda: FirstConnection(self), sock=self._sock.dup(),
-                                                backlog=self._backlog)
+        self._server = await loop.create_server(lambda: PlainConnection(self), sock=self._sock, backlog=self._backlog)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         loop.call_later(LOAD_AFTER, self.load_aiohttp.set)
+        loop.call_later(KEEPALIVE_SECONDS, self._close_idle)
         if not self.runner.starting:  # else the start-up load marks it when it is done
             self.runner.metrics.mark_ready()
 
@@ -75,53 +84,91 @@ class FirstRequests:
         self.runner.drain()
         self.load_aiohttp.set()
 
-    def hand_over(self, protocol: Callable[[], asyncio.Protocol]) -> None:
-        """aiohttp serves the socket now: accept no more here, give it every idle connection."""
-        assert self._server is not None
-        self._server.close()
+    def _close_idle(self) -> None:
+        """A sweep rather than a timer per request: the hot path arms nothing."""
+        now = asyncio.get_running_loop().time()
+        for connection in list(self.connections):
+            connection.close_if_idle_since(now - KEEPALIVE_SECONDS)
+        asyncio.get_running_loop().call_later(KEEPALIVE_SECONDS / 5, self._close_idle)
+
+    def aiohttp_ready(self, protocol: Callable[[], asyncio.Protocol]) -> None:
+        """aiohttp is loaded: the connections waiting for it go to it now, later ones at once."""
         self.protocol = protocol
         for connection in list(self.connections):
             connection.next_request()
 
+    async def close(self, seconds: float) -> None:
+        """At shutdown: accept no more, let answers being written finish, close the rest."""
+        if self._server is not None:
+            self._server.close()
+        busy = [connection.busy for connection in self.connections if connection.busy is not None]
+        if busy:
+            await asyncio.wait(busy, timeout=seconds)
+        for connection in list(self.connections):
+            connection.close()
 
-class FirstConnection(asyncio.Protocol):
-    def __init__(self, owner: FirstRequests) -> None:
+
+class PlainConnection(asyncio.Protocol):
+    def __init__(self, owner: PlainServer) -> None:
         self._owner = owner
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
-        self._busy: asyncio.Task[None] | None = None
+        self.busy: asyncio.Task[None] | None = None
         self._deferred = False
+        self._late: asyncio.TimerHandle | None = None  # the head's or the body's clock
+        self._head_in = False  # the buffered request's head has arrived whole
+        self._idle_since = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
         self._owner.connections.add(self)
+        self._idle_since = asyncio.get_running_loop().time()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._owner.connections.discard(self)
         self._transport = None
+        self._stop_clock()
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
+        if self.busy is not None and len(self._buffer) > MAX_PIPELINED and self._transport is not None:
+            self._transport.pause_reading()  # until this answer is out: a pipelining client waits
         self.next_request()
 
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def close_if_idle_since(self, moment: float) -> None:
+        if self.busy is None and not self._buffer and not self._deferred and self._idle_since < moment:
+            self.close()
+
     def next_request(self) -> None:
-        """Between requests: hand over to aiohttp if it serves, else answer the next one."""
-        if self._transport is None or self._busy is not None:
+        """Between requests: answer the next one, or hand the connection to aiohttp."""
+        if self._transport is None or self.busy is not None:
             return
-        if self._owner.protocol is not None:
-            self._hand_over(self._owner.protocol)
-            return
+        protocol = self._owner.protocol
         if self._deferred:
+            if protocol is not None:
+                self._hand_over(protocol)
             return
         try:
             request = self._take_request()
         except Deferred:
+            self._stop_clock()
+            if protocol is not None:
+                self._hand_over(protocol)
+                return
             self._deferred = True  # unread until aiohttp takes the connection
             self._transport.pause_reading()
             self._owner.load_aiohttp.set()
             return
-        if request is not None:
-            self._busy = asyncio.get_running_loop().create_task(self._answer(*request))
+        if request is None:
+            if self._buffer:
+                self._start_clock()
+            return
+        self._stop_clock()
+        self.busy = asyncio.get_running_loop().create_task(self._answer(*request))
 
     def _take_request(self) -> tuple[bytes, bytes, bytes, bool] | None:
         """(method, path, body, keep-alive) of a whole request taken from the buffer; None
@@ -150,23 +197,46 @@ class FirstConnection(asyncio.Protocol):
             raise Deferred
         start, stop = end + 4, end + 4 + int(length)
         if len(self._buffer) < stop:
+            if not self._head_in:  # the head's clock stops, the body's starts
+                self._head_in = True
+                self._stop_clock()
             return None
         body = bytes(self._buffer[start:stop])
         del self._buffer[:stop]
+        self._head_in = False
         return line[1], line[2], body, headers.get(b"connection", b"").lower() != b"close"
+
+    def _start_clock(self) -> None:
+        if self._late is None:
+            seconds, answer = self._owner.body_late if self._head_in else self._owner.head_late
+            if seconds:
+                self._late = asyncio.get_running_loop().call_later(seconds, self._too_late, answer)
+
+    def _stop_clock(self) -> None:
+        if self._late is not None:
+            self._late.cancel()
+            self._late = None
+
+    def _too_late(self, answer: bytes) -> None:
+        self._late = None
+        if self._transport is not None and self.busy is None:
+            self._transport.write(answer)
+            self._transport.close()
 
     async def _answer(self, method: bytes, path: bytes, body: bytes, keep_alive: bool) -> None:
         try:
             result = await self._result(method, path.decode(), body)
         except Exception as exc:  # a bug of ours: answer in the contract's shape, keep serving
             result = errors.error(500, f"Internal error: {exc!r}")
-        self._busy = None
+        self.busy = None
         if self._transport is None:  # the client left; the activation still ran
             return
         self._transport.write(wire_answer(result, close=not keep_alive))
         if path == b"/run":
-            self._owner.load_aiohttp.set()  # the first result is out: load the full server now
+            self._owner.load_aiohttp.set()  # the first result is out: load aiohttp for the rest
         if keep_alive:
+            self._transport.resume_reading()
+            self._idle_since = asyncio.get_running_loop().time()
             self.next_request()
         else:
             self._transport.close()
