@@ -31,8 +31,9 @@ ACTIONS = {"proxy-async": BENCH / "actions" / "echo_async.py",
 LARGE_KIB = 256
 # (label, body, connections): small echo at three concurrencies, then 256 KiB at c=8 in two
 # shapes, because JSON parsing dominates one and moving bytes dominates the other
+STRING_KIB = 1024  # issue 10's big-payload point: a 1 MiB string
 POINTS = [("c=1", "small", 1), ("c=16", "small", 16), ("c=256", "small", 256),
-          (f"{LARGE_KIB}KiB records c=8", "records", 8), (f"{LARGE_KIB}KiB string c=8", "string", 8)]
+          (f"{LARGE_KIB}KiB records c=8", "records", 8), ("1MiB string c=8", "string", 8)]
 PARTS = ("load", "coldstart", "inflight", "launchers")
 
 
@@ -56,7 +57,7 @@ def records(kib: int) -> dict:
 
 def write_bodies(directory: Path) -> dict[str, Path]:
     values = {"small": {"name": "Ada", "n": 1}, "records": records(LARGE_KIB),
-              "string": {"s": "x" * LARGE_KIB * 1024}}
+              "string": {"s": "x" * STRING_KIB * 1024}}
     paths = {}
     for name, value in values.items():
         paths[name] = directory / f"{name}.json"

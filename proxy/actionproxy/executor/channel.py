@@ -83,7 +83,7 @@ class ActionLoopChannel:
             self.ack.set_result({"ok": True})
 
     def send(self, kind: int, payload: bytes = b"", ident: int = 0) -> None:
-        self._writer.write(frames.encode(kind, ident, payload))
+        self._writer.write(frames.HEADER.pack(kind, ident, len(payload)), payload)
 
     def submit(self, activation: Activation) -> asyncio.Future[ActivationResult]:
         future: asyncio.Future[ActivationResult] = self._loop.create_future()
@@ -95,7 +95,8 @@ class ActionLoopChannel:
         self.inflight[ident] = Pending(activation, future)
         try:
             if self.protocol == 2:
-                self._writer.write(frames.encode(frames.RUN, ident, activation.body), now=idle)
+                self._writer.write(frames.HEADER.pack(frames.RUN, ident, len(activation.body)), activation.body,
+                                   now=idle)
             else:
                 self._writer.write(activation.body.replace(b"\n", b"") + b"\n", now=True)
         except OSError:

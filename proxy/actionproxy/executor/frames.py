@@ -44,17 +44,22 @@ class FrameDecoder:
         """Every whole frame now available; consumed bytes are gone even if the caller fails."""
         buf = self._buf
         buf += data
-        found = []
+        found: list[tuple[int, int, bytes]] = []
         start = 0
         size = len(buf)
-        while size - start >= HEADER.size:
-            kind, ident, length = HEADER.unpack_from(buf, start)
-            if length > MAX_PAYLOAD:
-                raise FrameError(f"frame of {length} bytes exceeds the {MAX_PAYLOAD} byte limit")
-            end = start + HEADER.size + length
-            if end > size:
-                break
-            found.append((kind, ident, bytes(buf[start + HEADER.size : end])))
-            start = end
+        too_big = 0
+        with memoryview(buf) as view:  # one copy of each payload (a bytearray slice is another)
+            while size - start >= HEADER.size:
+                kind, ident, length = HEADER.unpack_from(buf, start)
+                end = start + HEADER.size + length
+                if length > MAX_PAYLOAD:
+                    too_big = length
+                    break
+                if end > size:
+                    break
+                found.append((kind, ident, bytes(view[start + HEADER.size : end])))
+                start = end
         del buf[:start]
+        if too_big:
+            raise FrameError(f"frame of {too_big} bytes exceeds the {MAX_PAYLOAD} byte limit")
         return found

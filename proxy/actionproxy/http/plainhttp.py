@@ -36,17 +36,22 @@ from actionproxy.runner import ActionRunner
 MAX_HEAD = 8190  # aiohttp's limit for a request line and headers
 LOAD_AFTER = 1.0  # seconds after the start at which aiohttp loads anyway
 MAX_PIPELINED = 1 << 20  # bytes read ahead while a request is answered
+BIG_BODY = 1 << 16  # an answer body from which its head is written beside it, not joined to it
 KEEPALIVE_SECONDS = 75.0  # an idle kept-alive connection is closed after this (aiohttp's default)
 REQUEST_LINE = re.compile(rb"(GET|POST) (/[a-z]*) HTTP/1\.1")
 HEADER = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*(.*?)[ \t]*")
 TAKEN = {(b"POST", b"/run"), (b"POST", b"/init"), *((b"GET", path.encode()) for path in HEALTH_PATHS)}
 
 
-def wire_answer(result: ActivationResult, close: bool) -> bytes:
-    """A whole HTTP/1.1 response with a JSON body, for a server that writes its own bytes."""
+def wire_head(result: ActivationResult, close: bool) -> bytes:
+    """The head of an HTTP/1.1 response with a JSON body, for a server that writes its own bytes."""
     phrase = http.HTTPStatus(result.status).phrase.encode()
     return (b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n"
-            % (result.status, phrase, len(result.body), b"Connection: close\r\n" if close else b"")) + result.body
+            % (result.status, phrase, len(result.body), b"Connection: close\r\n" if close else b""))
+
+
+def wire_answer(result: ActivationResult, close: bool) -> bytes:
+    return wire_head(result, close) + result.body
 
 
 class Deferred(Exception):
@@ -201,7 +206,8 @@ class PlainConnection(asyncio.Protocol):
                 self._head_in = True
                 self._stop_clock()
             return None
-        body = bytes(self._buffer[start:stop])
+        with memoryview(self._buffer) as view:  # one copy of a big body, not two
+            body = bytes(view[start:stop])
         del self._buffer[:stop]
         self._head_in = False
         return line[1], line[2], body, headers.get(b"connection", b"").lower() != b"close"
@@ -231,7 +237,10 @@ class PlainConnection(asyncio.Protocol):
         self.busy = None
         if self._transport is None:  # the client left; the activation still ran
             return
-        self._transport.write(wire_answer(result, close=not keep_alive))
+        if len(result.body) < BIG_BODY:
+            self._transport.write(wire_answer(result, close=not keep_alive))
+        else:  # not copied into one buffer with its head
+            self._transport.writelines((wire_head(result, close=not keep_alive), result.body))
         if path == b"/run":
             self._owner.load_aiohttp.set()  # the first result is out: load aiohttp for the rest
         if keep_alive:

@@ -131,6 +131,7 @@ class FrameReader:
         self._view = memoryview(self._chunk)
 
     def parse(self) -> Iterator[tuple[int, int, bytes]]:
+        """The whole frames buffered; what the caller did not take stays (it may stop at INIT)."""
         buf = self.buf
         start = 0
         try:
@@ -139,7 +140,8 @@ class FrameReader:
                 end = start + HEADER.size + length
                 if len(buf) < end:
                     return
-                payload = bytes(buf[start + HEADER.size:end])
+                with memoryview(buf) as view:  # one copy of the payload (a bytearray slice is another)
+                    payload = bytes(view[start + HEADER.size:end])
                 start = end
                 yield kind, ident, payload
         finally:
