@@ -8,7 +8,8 @@ Request shapes on `/` (with the methods of __OW_HTTP_METHODS, POST by default):
 Every run also gets the HTTP context: `__ow_method`, `__ow_headers`, `__ow_path`,
 `__ow_query`, `__ow_user`; with __OW_ACTION_RAW=true the parameters come only as `__ow_body`.
 Default parameters (ACTIONPROXY_PARAMS_FILE, then ACTIONPROXY_PARAM_<name>) are merged under
-each request's own.
+each request's own. A CloudEvent (binary or structured mode) is answered with one
+(cloudevents.py).
 
 Fixed against OpenWhisk's Knative mode: the action of a dedicated image is loaded at start-up,
 a bare body is accepted, CORS header values are spelt right, errors are JSON with a fitting
@@ -30,6 +31,7 @@ from aiohttp import web
 
 from actionproxy.activation import Activation, ActivationResult
 from actionproxy.config import Config
+from actionproxy.http import cloudevents
 from actionproxy.http.body import read_body
 from actionproxy.http.deadline import Deadlines
 from actionproxy.http.initfields import InitFields, parse_init
@@ -38,6 +40,7 @@ from actionproxy.runner import ActionRunner, Load
 
 DEDICATED = "Cannot initialize a runtime with a dedicated function: its action was loaded at start-up."
 CONTEXT_ENV = ("K_SERVICE", "K_REVISION", "K_CONFIGURATION")
+DEFAULT_EVENT_TYPE = "dev.actionproxy.response"
 
 
 def default_params(config: Config) -> dict[str, Any]:
@@ -64,6 +67,8 @@ class KnativePlatform:
         self.defaults = default_params(self.config)
         self.context = {name.lower(): os.environ[name] for name in CONTEXT_ENV if os.environ.get(name)}
         self.deadlines = Deadlines(runner.started_ms)
+        self.event_source = os.environ.get("ACTIONPROXY_CE_SOURCE") or os.environ.get("K_SERVICE") or "actionproxy"
+        self.event_type = os.environ.get("ACTIONPROXY_CE_TYPE") or DEFAULT_EVENT_TYPE
         self._loaded: bytes | None = None  # which init this stem cell holds
 
     def routes(self) -> list[web.RouteDef]:
@@ -80,6 +85,12 @@ class KnativePlatform:
         body = await read_body(request, self.config.max_body)
         if isinstance(body, ActivationResult):
             return web_response(body)
+        try:
+            event = cloudevents.from_request(request.headers, request.content_type, body)
+        except cloudevents.EventError as exc:
+            return json_response(400, {"error": str(exc)})
+        if event is not None:
+            return await self._event(request, event)
         message = self._envelope(request, body)
         if message is None:
             return json_response(400, {"error": "The request body is not valid JSON."})
@@ -131,13 +142,7 @@ class KnativePlatform:
         value = message.get("value", {})
         if not isinstance(value, (dict, list)):
             value = {"__ow_body": value}
-        http = {
-            "__ow_method": request.method,
-            "__ow_headers": {k.lower(): v for k, v in request.headers.items()},
-            "__ow_path": request.match_info.get("tail", ""),
-            "__ow_query": dict(request.query),
-            "__ow_user": os.environ.get("__OW_NAMESPACE", ""),
-        }
+        http = self._http_context(request)
         if self.config.raw_http:
             raw = message.get("raw") or orjson.dumps(value)
             params: Any = {**http, "__ow_body": base64.b64encode(raw).decode()}
@@ -146,12 +151,40 @@ class KnativePlatform:
         else:
             params = value
         activation = message.get("activation") if isinstance(message.get("activation"), dict) else {}
+        return web_response(await self._activate(params, activation))
+
+    async def _event(self, request: web.Request, event: cloudevents.CloudEvent) -> web.Response:
+        """A CloudEvent in, a CloudEvent out (or the web-action answer the result asks for)."""
+        if not (self.runner.ready or self.runner.starting):
+            return json_response(500, {"error": "No action is loaded yet: send an 'init' first."})
+        params = {**self.defaults, **cloudevents.params(event), **self._http_context(request)}
+        result = await self._activate(params, {})
+        payload = orjson.loads(result.body) if result.status == 200 else None
+        if not cloudevents.is_event_result(payload):
+            return web_response(result)
+        try:
+            status, headers, data = cloudevents.reply(payload, self.event_source, self.event_type)
+        except cloudevents.EventError as exc:
+            return json_response(502, {"error": f"The action's CloudEvent reply cannot be sent: {exc}"})
+        return web.Response(status=status, body=data, headers={**CORS, **headers})
+
+    @staticmethod
+    def _http_context(request: web.Request) -> dict[str, Any]:
+        return {
+            "__ow_method": request.method,
+            "__ow_headers": {k.lower(): v for k, v in request.headers.items()},
+            "__ow_path": request.match_info.get("tail", ""),
+            "__ow_query": dict(request.query),
+            "__ow_user": os.environ.get("__OW_NAMESPACE", ""),
+        }
+
+    async def _activate(self, params: Any, activation: dict) -> ActivationResult:
+        """Run with the activation's context fields (Knative's own, then the request's)."""
         context = {**self.context, **{k: v for k, v in activation.items() if k != "value"}}
         context.setdefault("activation_id", uuid.uuid4().hex)
-        run_body = orjson.dumps({**context, "value": params})
         deadline = self.deadlines.parse(context.get("deadline"))
         if isinstance(deadline, ActivationResult):
-            return web_response(deadline)
-        result = await self.runner.run(Activation(run_body, str(context["activation_id"]), deadline,
-                                                  {**context, "value": params}))
-        return web_response(result)
+            return deadline
+        request = {**context, "value": params}
+        return await self.runner.run(Activation(orjson.dumps(request), str(context["activation_id"]), deadline,
+                                                request))
