@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from actionproxy.logs import ActivationLogs
+from actionproxy.tracecontext import Trace
 
 
 @dataclass(frozen=True)
@@ -24,3 +25,24 @@ class Activation:
     deadline: float | None  # loop time (monotonic seconds) by which it must finish
     request: dict | None = None  # the parsed body, for executors that need its fields
     logs: ActivationLogs = field(default_factory=ActivationLogs)
+    trace: Trace | None = None
+
+    def wire_parts(self) -> tuple[bytes | memoryview, ...]:
+        """The request as forwarded: the body, with the trace's fields appended to its object
+        (the body itself is not copied)."""
+        if self.trace is None:
+            return (self.body,)
+        end = self.body.rstrip().rfind(b"}")
+        return memoryview(self.body)[:end], self.trace.members(first=not self.request) + b"}"
+
+    def wire_body(self) -> bytes:
+        return b"".join(self.wire_parts())
+
+    def context(self) -> dict:
+        """The request's top-level fields with the trace's: what executables get as `__OW_*`."""
+        request = dict(self.request or {})
+        if self.trace is not None:
+            request["traceparent"] = self.trace.traceparent
+            if self.trace.state:
+                request["tracestate"] = self.trace.state
+        return request

@@ -13,6 +13,8 @@ import time
 
 import orjson
 
+from actionproxy.tracecontext import Trace
+
 SENTINEL = b"XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX\n"
 
 
@@ -89,7 +91,7 @@ class LogWriter:
                 chunks.clear()
                 _write(fd, data)
 
-    def activation(self, logs: ActivationLogs, activation_id: str) -> None:
+    def activation(self, logs: ActivationLogs, activation_id: str, trace: Trace | None = None) -> None:
         if logs.truncated:
             logs.err.append(
                 f"\nLogs were truncated because the total bytes size exceeds the limit of "
@@ -98,17 +100,18 @@ class LogWriter:
             self._emit(self._stdout, _block(logs.out) + SENTINEL)
             self._emit(self._stderr, _block(logs.err) + SENTINEL)
         else:
-            self._json_lines(logs.out, "stdout", activation_id)
-            self._json_lines(logs.err, "stderr", activation_id)
+            self._json_lines(logs.out, "stdout", activation_id, trace)
+            self._json_lines(logs.err, "stderr", activation_id, trace)
 
-    def _json_lines(self, chunks: list[bytes], stream: str, activation_id: str) -> None:
+    def _json_lines(self, chunks: list[bytes], stream: str, activation_id: str, trace: Trace | None = None) -> None:
         data = b"".join(chunks)
         if not data:
             return
         now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
         lines = data.decode("utf-8", "replace").splitlines()
+        ids = {} if trace is None else {"traceId": trace.trace_id, "spanId": trace.span_id}
         self._emit(self._stdout, b"".join(
-            orjson.dumps({"time": now, "stream": stream, "activationId": activation_id,
+            orjson.dumps({"time": now, "stream": stream, "activationId": activation_id, **ids,
                           "message": line}) + b"\n"
             for line in lines))
 

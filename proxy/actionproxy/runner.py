@@ -254,7 +254,7 @@ class ActionRunner:
         self.metrics.activation(result, seconds)
         log.debug("activation %s ended: %d in %.1f ms", activation.activation_id or "-", result.status,
                   seconds * 1000)  # arguments, not an f-string: formatted only when debug is on
-        self.logs.activation(activation.logs, activation.activation_id)
+        self.logs.activation(activation.logs, activation.activation_id, activation.trace)
         return result
 
     def stop(self) -> int:

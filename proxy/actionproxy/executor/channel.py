@@ -95,10 +95,10 @@ class ActionLoopChannel:
         self.inflight[ident] = Pending(activation, future)
         try:
             if self.protocol == 2:
-                self._writer.write(frames.HEADER.pack(frames.RUN, ident, len(activation.body)), activation.body,
-                                   now=idle)
+                parts = activation.wire_parts()
+                self._writer.write(frames.HEADER.pack(frames.RUN, ident, sum(map(len, parts))), *parts, now=idle)
             else:
-                self._writer.write(activation.body.replace(b"\n", b"") + b"\n", now=True)
+                self._writer.write(activation.wire_body().replace(b"\n", b"") + b"\n", now=True)
         except OSError:
             self._die("the process stopped reading its requests")
         return future

@@ -24,18 +24,23 @@ from actionproxy.executor.deadlines import DeadlineWheel
 from actionproxy.executor.fdio import FdReader, FdWriter
 from actionproxy.executor.executables import child_env
 from actionproxy.executor.process import ProcessHandle, spawn_plain
+from actionproxy.tracecontext import FIELDS
 
 MAX_ARG = 131071  # Linux MAX_ARG_STRLEN - 1: a longer JSON goes on stdin only, as in the skeleton
 EXIT_GRACE = 0.5  # after exit, how long children of exec may keep its stdout open
 
 
 def context_env(request: dict) -> dict[str, str]:
-    """`__OW_<KEY>` for every top-level field but `value`; non-strings as compact JSON."""
+    """`__OW_<KEY>` for every top-level field but `value`; non-strings as compact JSON; the
+    trace context also as TRACEPARENT and TRACESTATE."""
     env = {}
     for key, val in request.items():
         if key != "value":
             env["__OW_" + key.upper()] = val if isinstance(val, str) else (
                 "" if val is None else orjson.dumps(val).decode())
+    for key in FIELDS:
+        if "__OW_" + key.upper() in env:
+            env[key.upper()] = env["__OW_" + key.upper()]
     return env
 
 
@@ -116,7 +121,7 @@ class OneshotExecutor:
 
     async def _run(self, activation: Activation) -> ActivationResult:
         loop = asyncio.get_running_loop()
-        request = activation.request or {}
+        request = activation.context()
         value = orjson.dumps(request.get("value", {}))
         argv = [self._argv0] + ([value.decode()] if len(value) <= MAX_ARG else [])
         context = context_env(request)

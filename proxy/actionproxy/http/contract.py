@@ -13,6 +13,7 @@ from actionproxy.activation import Activation, ActivationResult
 from actionproxy.http.deadline import Deadlines
 from actionproxy.http.initfields import parse_init
 from actionproxy.runner import ActionRunner, Load
+from actionproxy.tracecontext import activation_trace
 
 
 class OpenWhiskContract:
@@ -49,7 +50,8 @@ class OpenWhiskContract:
             return fields
         return await self.runner.init(fields.code, fields.binary, fields.main, fields.env)
 
-    async def run(self, body: bytes) -> ActivationResult:
+    async def run(self, body: bytes, traceparent: str | None = None, tracestate: str | None = None) -> ActivationResult:
+        """`traceparent`/`tracestate`: the request's headers; fields of the body win over them."""
         try:
             message = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -63,7 +65,10 @@ class OpenWhiskContract:
         deadline = self.deadlines.parse(message.get("deadline"))
         if isinstance(deadline, ActivationResult):
             return deadline
-        activation = Activation(body, str(message.get("activation_id") or ""), deadline, message)
+        if "traceparent" in message:
+            traceparent, tracestate = message.get("traceparent"), message.get("tracestate")
+        activation = Activation(body, str(message.get("activation_id") or ""), deadline, message,
+                                trace=activation_trace(traceparent, tracestate))
         return await self.runner.run(activation)
 
 

@@ -37,6 +37,7 @@ from actionproxy.http.deadline import Deadlines
 from actionproxy.http.initfields import InitFields, parse_init
 from actionproxy.http.webaction import CORS, is_text, json_response, web_response
 from actionproxy.runner import ActionRunner, Load
+from actionproxy.tracecontext import FIELDS, activation_trace
 
 DEDICATED = "Cannot initialize a runtime with a dedicated function: its action was loaded at start-up."
 CONTEXT_ENV = ("K_SERVICE", "K_REVISION", "K_CONFIGURATION")
@@ -151,14 +152,15 @@ class KnativePlatform:
         else:
             params = value
         activation = message.get("activation") if isinstance(message.get("activation"), dict) else {}
-        return web_response(await self._activate(params, activation))
+        return web_response(await self._activate(request, params, activation))
 
     async def _event(self, request: web.Request, event: cloudevents.CloudEvent) -> web.Response:
         """A CloudEvent in, a CloudEvent out (or the web-action answer the result asks for)."""
         if not (self.runner.ready or self.runner.starting):
             return json_response(500, {"error": "No action is loaded yet: send an 'init' first."})
         params = {**self.defaults, **cloudevents.params(event), **self._http_context(request)}
-        result = await self._activate(params, {})
+        trace = {name: event.attributes[name] for name in FIELDS if name in event.attributes}
+        result = await self._activate(request, params, trace)
         payload = orjson.loads(result.body) if result.status == 200 else None
         if not cloudevents.is_event_result(payload):
             return web_response(result)
@@ -178,13 +180,17 @@ class KnativePlatform:
             "__ow_user": os.environ.get("__OW_NAMESPACE", ""),
         }
 
-    async def _activate(self, params: Any, activation: dict) -> ActivationResult:
-        """Run with the activation's context fields (Knative's own, then the request's)."""
+    async def _activate(self, request: web.Request, params: Any, activation: dict) -> ActivationResult:
+        """Run with the activation's context fields (Knative's own, then the request's), in
+        the trace of the request's `traceparent` header (else of such an activation field)."""
         context = {**self.context, **{k: v for k, v in activation.items() if k != "value"}}
+        if "traceparent" in request.headers:
+            context["traceparent"], context["tracestate"] = request.headers["traceparent"], request.headers.get("tracestate")
+        trace = activation_trace(context.pop("traceparent", None), context.pop("tracestate", None))
         context.setdefault("activation_id", uuid.uuid4().hex)
         deadline = self.deadlines.parse(context.get("deadline"))
         if isinstance(deadline, ActivationResult):
             return deadline
-        request = {**context, "value": params}
-        return await self.runner.run(Activation(orjson.dumps(request), str(context["activation_id"]), deadline,
-                                                request))
+        run = {**context, "value": params}
+        return await self.runner.run(Activation(orjson.dumps(run), str(context["activation_id"]), deadline, run,
+                                                trace=trace))

@@ -42,4 +42,5 @@ class OpenWhiskPlatform:
         body = await read_body(request, self.runner.config.max_body)
         if isinstance(body, ActivationResult):
             return respond(body)
-        return respond(await self.contract.run(body))
+        return respond(await self.contract.run(body, request.headers.get("traceparent"),
+                                               request.headers.get("tracestate")))

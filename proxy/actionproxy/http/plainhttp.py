@@ -175,9 +175,9 @@ class PlainConnection(asyncio.Protocol):
         self._stop_clock()
         self.busy = asyncio.get_running_loop().create_task(self._answer(*request))
 
-    def _take_request(self) -> tuple[bytes, bytes, bytes, bool] | None:
-        """(method, path, body, keep-alive) of a whole request taken from the buffer; None
-        while it is incomplete; Deferred for a request this server does not take."""
+    def _take_request(self) -> tuple[bytes, bytes, bytes, bool, dict[bytes, bytes]] | None:
+        """(method, path, body, keep-alive, headers) of a whole request taken from the buffer;
+        None while it is incomplete; Deferred for a request this server does not take."""
         end = self._buffer.find(b"\r\n\r\n")
         if end < 0:
             if len(self._buffer) > MAX_HEAD:
@@ -210,7 +210,7 @@ class PlainConnection(asyncio.Protocol):
             body = bytes(view[start:stop])
         del self._buffer[:stop]
         self._head_in = False
-        return line[1], line[2], body, headers.get(b"connection", b"").lower() != b"close"
+        return line[1], line[2], body, headers.get(b"connection", b"").lower() != b"close", headers
 
     def _start_clock(self) -> None:
         if self._late is None:
@@ -229,9 +229,10 @@ class PlainConnection(asyncio.Protocol):
             self._transport.write(answer)
             self._transport.close()
 
-    async def _answer(self, method: bytes, path: bytes, body: bytes, keep_alive: bool) -> None:
+    async def _answer(self, method: bytes, path: bytes, body: bytes, keep_alive: bool,
+                      headers: dict[bytes, bytes]) -> None:
         try:
-            result = await self._result(method, path.decode(), body)
+            result = await self._result(method, path.decode(), body, headers)
         except Exception as exc:  # a bug of ours: answer in the contract's shape, keep serving
             result = errors.error(500, f"Internal error: {exc!r}")
         self.busy = None
@@ -250,13 +251,17 @@ class PlainConnection(asyncio.Protocol):
         else:
             self._transport.close()
 
-    async def _result(self, method: bytes, path: str, body: bytes) -> ActivationResult:
+    async def _result(self, method: bytes, path: str, body: bytes, headers: dict[bytes, bytes]) -> ActivationResult:
         contract = self._owner.contract
         if method == b"GET":
             return health(self._owner.runner, path)
         if path == "/init":
             return await (contract.init(body) if contract.takes_init_body else contract.refused_init())
-        return await contract.run(body) if contract.takes_run_body else errors.not_initialized()
+        if not contract.takes_run_body:
+            return errors.not_initialized()
+        traceparent, tracestate = headers.get(b"traceparent"), headers.get(b"tracestate")
+        return await contract.run(body, traceparent and traceparent.decode("latin-1"),
+                                  tracestate and tracestate.decode("latin-1"))
 
     def _hand_over(self, protocol_factory: Callable[[], asyncio.Protocol]) -> None:
         assert self._transport is not None

@@ -170,13 +170,17 @@ function finish(act, kind, payload) {
   send([...act.logFrames(), ...frame(kind, act.id, payload)], running.size === 0);
 }
 
-/** `__OW_<KEY>` for every top-level key but `value`; non-strings as compact JSON. */
+const TRACE_FIELDS = new Set(['traceparent', 'tracestate']);
+
+/** `__OW_<KEY>` for every top-level key but `value`; non-strings as compact JSON; the trace
+ * context (which the proxy always sends) also as TRACEPARENT and TRACESTATE. */
 function contextEnv(request) {
   const env = Object.create(null);
   for (const [key, val] of Object.entries(request)) {
     if (key === 'value') continue;
-    env['__OW_' + key.toUpperCase()] =
-      typeof val === 'string' ? val : val === null ? '' : JSON.stringify(val);
+    const text = typeof val === 'string' ? val : val === null ? '' : JSON.stringify(val);
+    env['__OW_' + key.toUpperCase()] = text;
+    if (TRACE_FIELDS.has(key)) env[key.toUpperCase()] = text;
   }
   return env;
 }
@@ -347,7 +351,8 @@ function activationEnv(real) {
     const act = current.getStore();
     return act !== undefined && typeof key === 'string' && key in act.env ? act.env : undefined;
   };
-  const ours = (key) => current.getStore() !== undefined && typeof key === 'string' && key.startsWith('__OW_');
+  const ours = (key) => current.getStore() !== undefined && typeof key === 'string' &&
+    (key.startsWith('__OW_') || key in current.getStore().env);
   return new Proxy(real, {
     get(t, key) {
       const env = overlay(key);

@@ -39,6 +39,7 @@ except ImportError:
     parse_json = json.loads
 
 HEADER = struct.Struct(">BII")
+TRACE_FIELDS = ("traceparent", "tracestate")
 READ_CHUNK = 256 * 1024
 INIT, RUN, CANCEL, FORK = ord("I"), ord("R"), ord("C"), ord("F")
 INIT_DONE, DONE, FAILED, STDOUT, STDERR = ord("K"), ord("D"), ord("X"), ord("O"), ord("E")
@@ -225,7 +226,7 @@ class ActivationEnviron(MutableMapping):
 
     def __setitem__(self, key: str, value: str) -> None:
         overlay = self._overlay()
-        if overlay is not None and key.startswith("__OW_"):
+        if overlay is not None and (key.startswith("__OW_") or key in overlay):
             overlay[key] = value
         else:
             self._base[key] = value
@@ -256,7 +257,8 @@ class ActivationEnviron(MutableMapping):
 
 
 def context_env(request: dict) -> dict[str, str]:
-    """`__OW_<KEY>` for every top-level key but `value`; non-strings as compact JSON."""
+    """`__OW_<KEY>` for every top-level key but `value`; non-strings as compact JSON; the
+    trace context (which the proxy always sends) also as TRACEPARENT and TRACESTATE."""
     env = {}
     for key, val in request.items():
         if key == "value":
@@ -266,6 +268,8 @@ def context_env(request: dict) -> dict[str, str]:
         elif not isinstance(val, str):
             val = CONTEXT_ENCODER.encode(val)
         env["__OW_" + key.upper()] = val
+        if key in TRACE_FIELDS:
+            env[key.upper()] = val
     return env
 
 
