@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from actionproxy.logs import ActivationLogs
 from actionproxy.tracecontext import Trace
@@ -26,6 +27,11 @@ class Activation:
     request: dict | None = None  # the parsed body, for executors that need its fields
     logs: ActivationLogs = field(default_factory=ActivationLogs)
     trace: Trace | None = None
+    # a streamed result's chunks (JSON each) go here as they arrive; without it they are
+    # collected into one result, {"chunks": [...]}
+    on_chunk: Callable[[bytes], None] | None = None
+    # set by the executor while it runs: give up on it (its client left), as at a deadline
+    abandon: Callable[[], None] | None = None
 
     def wire_parts(self) -> tuple[bytes | memoryview, ...]:
         """The request as forwarded: the body, with the trace's fields appended to its object

@@ -69,6 +69,11 @@ def deadline_passed(killed: bool) -> ActivationResult:
     return error(502, f"{DEADLINE_PASSED} and {what}.")
 
 
+def client_left() -> ActivationResult:
+    """What the proxy records for a run it stopped because its client went away."""
+    return error(499, "The client closed the connection; the activation was stopped.")
+
+
 def shutting_down() -> ActivationResult:
     """503: OpenWhisk's "container shutting down"; the invoker sends the activation elsewhere."""
     return error(503, SHUTTING_DOWN)

@@ -12,6 +12,7 @@ How an activation's outcome is read from its answer (`outcome`):
 - 429 (in-flight cap) and 503 (draining): `rejected` (it never ran);
 - the deadline error (502 "The action did not finish by its deadline ..."): `timeout`;
 - 500 (a fault of the proxy's own, or `/run` before any `/init`): `internal_error`;
+- a streamed run stopped because its client left: `client_left`;
 - any other 4xx/5xx (the action crashed, exited, ran out of memory, returned no object,
   could not start): `developer_error`.
 """
@@ -28,7 +29,8 @@ from actionproxy import errors
 from actionproxy.activation import ActivationResult
 from actionproxy.executor.process import stat_fields
 
-OUTCOMES = ("success", "application_error", "developer_error", "internal_error", "timeout", "rejected")
+OUTCOMES = ("success", "application_error", "developer_error", "internal_error", "timeout", "rejected",
+            "client_left")
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _DEADLINE = orjson.dumps({"error": errors.DEADLINE_PASSED})[:-2]  # the message's start, as sent
@@ -61,6 +63,8 @@ def outcome(result: ActivationResult) -> str:
         return "timeout"
     if status == 500:
         return "internal_error"
+    if status == 499:  # a streamed run stopped when its client left (errors.client_left)
+        return "client_left"
     return "developer_error"
 
 
@@ -125,7 +129,7 @@ class ProxyMetrics:
 
         metric("actionproxy_activations_total", "counter",
                "Activations by outcome (success, application_error, developer_error, internal_error, "
-               "timeout, rejected).",
+               "timeout, rejected, client_left).",
                [(f'{{outcome="{name}"}}', count) for name, count in self.outcomes.items()])
         cumulative, samples = 0, []
         for bound, count in zip((*BUCKETS, float("inf")), self.buckets):

@@ -1,6 +1,8 @@
 """Knative Service manifests: deploy/knative/*.yaml and `actionproxy ksvc` output, validated
 offline against the real Service CRD of Knative Serving (knative-v1.23.0), with unknown fields
-rejected, plus the admission-webhook rules that a CRD schema cannot express.
+rejected, plus the admission-webhook rules that a CRD schema cannot express; and the same for
+the Knative Eventing Trigger that `ksvc --trigger-broker` writes after the Service (see "The
+Trigger" below).
 
 The schema
 ----------
@@ -46,6 +48,21 @@ readiness-probe rule for `periodSeconds: 0`, reserved environment variables, mou
 volumes and not on reserved paths, DNS-1035 names, autoscaling annotations that parse. And the
 proxy's own rules: `__OW_RUNTIME_PLATFORM=knative`, `containerConcurrency` equal to
 `ACTIONPROXY_MAX_CONCURRENT`, readiness on `/healthz` and liveness on `/livez`, a memory limit, the securityContext.
+
+The Trigger
+-----------
+`tests/tools/schemas/knative-eventing-crd-trigger.yaml` is the Trigger CRD of knative/eventing
+(SOURCES.md), made strict by the same transform. Unlike the Service CRD it does not declare
+`apiVersion` and `kind` at the root, which the apiserver takes on every object: we add them as
+strings. Two places are tightened (`build_trigger_validator`): `spec` itself, which the CRD
+leaves open to unknown fields (for fields behind feature flags), so that `brokr:` for `broker:`
+would be pruned and the Trigger would have no broker; and `spec.filter.attributes`, open in the
+CRD, which becomes a map of strings ("Only string values are supported", says the CRD). A test
+shows that the CRD alone accepts both. `trigger_problems` checks what Knative Eventing's webhook
+adds (knative/eventing `pkg/apis/eventing/v1/trigger_validation.go`, `trigger_defaults.go`): a
+broker, attribute names `[a-z][a-z0-9]*`, a subscriber ref with apiVersion, kind and name in the
+Trigger's namespace, and names that fit the label values Knative copies them into; and that
+the Trigger subscribes the Service written with it.
 """
 
 from __future__ import annotations
@@ -62,18 +79,23 @@ import pytest
 import yaml
 
 from crd_schema import (  # the generic strict CRD-schema transform, shared with test_tekton.py
-    INT_OR_STRING, OBJECT_META, KubeValidator, replace_at, strict, subschemas,
+    INT_OR_STRING, OBJECT_META, STRING_MAP, KubeValidator, load_crd_version, replace_at, strict,
+    strict_validator, subschemas,
 )
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy" / "knative"
 SCHEMAS = REPO / "tests" / "tools" / "schemas"  # vendored upstream CRDs, see SOURCES.md there
 CRD_FILE = SCHEMAS / "knative-serving-crd-service.yaml"
+TRIGGER_CRD_FILE = SCHEMAS / "knative-eventing-crd-trigger.yaml"
 
 RESERVED_ENV = {"PORT", "K_SERVICE", "K_CONFIGURATION", "K_REVISION"}
 RESERVED_PORTS = {8012, 8013, 8022, 9090, 9091, 8008}
 RESERVED_MOUNTS = {"/", "/dev", "/dev/log"}
 DNS1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?\Z")
+DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?\Z")  # and at most 63 characters
+ATTRIBUTE_NAME = re.compile(r"[a-z][a-z0-9]*\Z")  # validAttributeName in Knative's trigger_validation.go
 
 TIGHTEN = {  # JSON path in the schema (through `properties`/`items`) -> what replaces its schema
     ("spec", "template", "metadata"): OBJECT_META,
@@ -117,6 +139,27 @@ def crd_schema() -> dict:
 @pytest.fixture(scope="session")
 def validator(crd_schema):
     return build_validator(crd_schema)
+
+
+def build_trigger_validator(crd_schema: dict, tighten: bool = True) -> jsonschema.protocols.Validator:
+    """The Trigger CRD made strict, with the root's apiVersion and kind, and tightened (module doc)."""
+    schema = copy.deepcopy(crd_schema)
+    schema["properties"] = {"apiVersion": {"type": "string"}, "kind": {"type": "string"}, **schema["properties"]}
+    if tighten:
+        spec = schema["properties"]["spec"]
+        del spec["x-kubernetes-preserve-unknown-fields"]
+        spec["properties"]["filter"]["properties"]["attributes"] = STRING_MAP
+    return strict_validator(schema)
+
+
+@pytest.fixture(scope="session")
+def trigger_crd_schema() -> dict:
+    return load_crd_version(TRIGGER_CRD_FILE, "Trigger")
+
+
+@pytest.fixture(scope="session")
+def trigger_validator(trigger_crd_schema):
+    return build_trigger_validator(trigger_crd_schema)
 
 
 def schema_errors(validator, manifest: dict) -> list[str]:
@@ -223,6 +266,42 @@ def knative_problems(manifest: dict) -> list[str]:
     return problems
 
 
+def trigger_problems(trigger: dict, service: dict) -> list[str]:
+    """Knative Eventing's webhook rules for a Trigger, and that it delivers to `service`."""
+    problems: list[str] = []
+    if trigger.get("apiVersion") != "eventing.knative.dev/v1" or trigger.get("kind") != "Trigger":
+        problems.append("not an eventing.knative.dev/v1 Trigger")
+    metadata, spec = trigger.get("metadata", {}), trigger.get("spec", {})
+    names = [("metadata.name", metadata.get("name", ""))]
+    if spec.get("broker"):
+        names.append(("spec.broker", spec["broker"]))
+    else:
+        problems.append("spec.broker is missing")
+    # object names are DNS-1123 subdomains; Knative labels the Trigger (and its Subscription) with
+    # eventing.knative.dev/broker and eventing.knative.dev/trigger, so both must be label values too
+    for where, name in names:
+        if not (DNS1123_SUBDOMAIN.match(name) and LABEL_VALUE.match(name) and len(name) <= 63):
+            problems.append(f"{where} {name!r} is not a DNS-1123 subdomain of at most 63 characters")
+    for key, value in spec.get("filter", {}).get("attributes", {}).items():
+        if not ATTRIBUTE_NAME.match(key):
+            problems.append(f"filter attribute {key!r}: Knative refuses it (not [a-z][a-z0-9]*)")
+        if value == "":
+            problems.append(f"filter attribute {key!r} is empty: Knative matches any value")
+    ref = spec.get("subscriber", {}).get("ref")
+    if ref is None:
+        return problems + ["spec.subscriber.ref is missing"]
+    problems += [f"spec.subscriber.ref.{field} is missing" for field in ("apiVersion", "kind", "name")
+                 if not ref.get(field)]
+    if ref.get("namespace", metadata.get("namespace")) != metadata.get("namespace"):
+        problems.append("spec.subscriber.ref.namespace is not the Trigger's: mismatched namespaces")
+    wanted = {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": service["metadata"]["name"]}
+    if {field: ref.get(field) for field in wanted} != wanted:
+        problems.append(f"spec.subscriber.ref does not point at the Service {wanted['name']}")
+    if metadata.get("namespace") != service["metadata"].get("namespace"):
+        problems.append("the Trigger is not in the Service's namespace")
+    return problems
+
+
 # --------------------------------------------------------------------------------- helpers
 def ksvc(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The real CLI, as a user runs it."""
@@ -238,10 +317,25 @@ def generated(*args: str) -> tuple[dict, str]:
     return documents[0], done.stderr
 
 
+def generated_documents(*args: str) -> tuple[list[dict], str]:
+    """What `ksvc` writes with a Trigger: the YAML documents, and stderr."""
+    done = ksvc(*args)
+    assert done.returncode == 0, done.stderr
+    return list(yaml.safe_load_all(done.stdout)), done.stderr
+
+
 def hand_written() -> list[Path]:
     files = sorted(DEPLOY.glob("*.yaml")) + sorted(DEPLOY.glob("*.yml"))
-    assert len(files) >= 2, f"expected the dedicated and stem-cell manifests in {DEPLOY}"
+    assert len(files) >= 3, f"expected the dedicated, stem-cell and trigger manifests in {DEPLOY}"
     return files
+
+
+def by_kind(path: Path) -> dict[str, dict]:
+    """The documents of a file in deploy/knative/ by kind: a Service, and maybe a Trigger."""
+    documents = list(yaml.safe_load_all(path.read_text()))
+    kinds = {document["kind"]: document for document in documents}
+    assert len(kinds) == len(documents) and "Service" in kinds and kinds.keys() <= {"Service", "Trigger"}, path
+    return kinds
 
 
 def same_as_command(path: Path) -> list[str]:
@@ -276,44 +370,52 @@ GENERATED = {
 
 
 # ------------------------------------------------------------------------------- the tests
-def test_transform_closes_every_declared_object(crd_schema):
-    """Self-check of step 1: no object with properties is left open unless the CRD says so."""
-    schema = build_validator(crd_schema).schema
-    open_objects = []
+def open_objects(schema: dict) -> list[str]:
+    """The paths of the objects with properties that take unknown fields without the CRD saying so."""
+    found = []
 
     def walk(node: dict, path: str) -> None:
         if "properties" in node and node.get("additionalProperties") is not False \
                 and not node.get("x-kubernetes-preserve-unknown-fields"):
-            open_objects.append(path)
+            found.append(path)
         for name, child in node.get("properties", {}).items():
             walk(child, f"{path}.{name}")
         for child in subschemas({k: v for k, v in node.items() if k != "properties"}):
             walk(child, f"{path}[]")
 
     walk(schema, "")
-    assert open_objects == []
+    return found
+
+
+def test_transform_closes_every_declared_object(crd_schema):
+    """Self-check of step 1: no object with properties is left open unless the CRD says so."""
+    schema = build_validator(crd_schema).schema
+    assert open_objects(schema) == []
     containers = schema["properties"]["spec"]["properties"]["template"]["properties"]["spec"]["properties"]["containers"]
     assert containers["items"]["additionalProperties"] is False
 
 
 @pytest.mark.parametrize("path", hand_written(), ids=lambda p: p.name)
-def test_hand_written_manifest_is_valid(path, validator):
-    manifest = yaml.safe_load(path.read_text())
-    assert schema_errors(validator, manifest) == []
-    assert knative_problems(manifest) == []
+def test_hand_written_manifest_is_valid(path, validator, trigger_validator):
+    documents = by_kind(path)
+    assert schema_errors(validator, documents["Service"]) == []
+    assert knative_problems(documents["Service"]) == []
+    if "Trigger" in documents:
+        assert schema_errors(trigger_validator, documents["Trigger"]) == []
+        assert trigger_problems(documents["Trigger"], documents["Service"]) == []
 
 
 @pytest.mark.parametrize("path", hand_written(), ids=lambda p: p.name)
 def test_hand_written_manifest_is_what_ksvc_writes(path):
-    """The comment `# Same as: actionproxy ksvc ...` in each file is true."""
-    manifest, _ = generated(*same_as_command(path))
-    assert manifest == yaml.safe_load(path.read_text())
+    """The comment `# Same as: actionproxy ksvc ...` in each file is true, every document of it."""
+    documents, _ = generated_documents(*same_as_command(path))
+    assert documents == list(yaml.safe_load_all(path.read_text()))
 
 
 def test_the_two_kinds_are_there():
     kinds = {}
     for path in hand_written():
-        manifest = yaml.safe_load(path.read_text())
+        manifest = by_kind(path)["Service"]
         env = env_of(manifest["spec"]["template"]["spec"]["containers"][0])
         kinds["dedicated" if "OW_AUTOINIT" in env else "stem-cell"] = manifest
     assert kinds.keys() == {"dedicated", "stem-cell"}
@@ -543,3 +645,200 @@ def test_webhook_rules_can_fail(good, validator, change, expected):
 def test_crd_quirks(good, validator, change, accepted):
     change(good)
     assert (schema_errors(validator, good) == []) == accepted
+
+
+# -------------------------------------------------------------------------------- the Trigger
+ORDERS = ["--image", "registry.example.com/fn/orders:1", "--name", "orders", "--autoinit", "/action/orders.py"]
+TRIGGERS = {
+    "filters-in-a-namespace": [*ORDERS, "--namespace", "shop", "--trigger-broker", "default",
+                               "--trigger-filter", "type=com.example.order.created",
+                               "--trigger-filter", "source=https://shop.example.com/orders",
+                               "--trigger-filter", "priority=1"],  # looks like a number to YAML
+    "named-dotted-broker": [*ORDERS, "--trigger-broker", "events.shop", "--trigger-name", "orders.created",
+                            "--trigger-filter", "type=true"],
+    "stem-cell-every-event": ["--image", "actionproxy/python", "--name", "py", "--trigger-broker", "default"],
+}
+
+
+@pytest.fixture
+def good_trigger() -> dict:
+    return by_kind(DEPLOY / "trigger.yaml")["Trigger"]
+
+
+def test_trigger_transform_closes_every_declared_object(trigger_validator):
+    schema = trigger_validator.schema
+    assert open_objects(schema) == []
+    assert schema["properties"]["spec"]["additionalProperties"] is False
+    assert schema["additionalProperties"] is False
+
+
+@pytest.mark.parametrize("case", TRIGGERS)
+def test_generated_trigger_is_valid(case, validator, trigger_validator):
+    (service, trigger), _ = generated_documents(*TRIGGERS[case])
+    assert (service["kind"], trigger["kind"]) == ("Service", "Trigger")
+    assert schema_errors(validator, service) == [] and knative_problems(service) == []
+    assert schema_errors(trigger_validator, trigger) == []
+    assert trigger_problems(trigger, service) == []
+
+
+def test_trigger_output_is_two_yaml_documents(tmp_path):
+    done = ksvc(*TRIGGERS["filters-in-a-namespace"])
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.count("\n---\n") == 1
+    service_text, trigger_text = done.stdout.split("\n---\n")
+    assert yaml.safe_load(service_text)["kind"] == "Service"
+    assert yaml.safe_load(trigger_text)["kind"] == "Trigger"
+    assert trigger_text.startswith("# Knative Eventing Trigger: the broker `default` sends the Service `orders`")
+    out = tmp_path / "orders.yaml"
+    assert ksvc(*TRIGGERS["filters-in-a-namespace"], "-o", str(out)).stdout == ""
+    assert out.read_text() == done.stdout
+
+
+def test_trigger_options_land_where_they_should():
+    (service, trigger), _ = generated_documents(*TRIGGERS["filters-in-a-namespace"])
+    assert trigger == {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Trigger",
+        "metadata": {"name": "orders-trigger", "namespace": "shop"},
+        "spec": {
+            "broker": "default",
+            "filter": {"attributes": {"type": "com.example.order.created",
+                                      "source": "https://shop.example.com/orders", "priority": "1"}},
+            "subscriber": {"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+                                   "name": "orders", "namespace": "shop"}},
+        },
+    }
+    assert service == generated(*ORDERS, "--namespace", "shop")[0], "the Service is the one without a Trigger"
+    (_, named), _ = generated_documents(*TRIGGERS["named-dotted-broker"])
+    assert named["metadata"] == {"name": "orders.created"}
+    assert named["spec"]["filter"]["attributes"] == {"type": "true"}
+    assert named["spec"]["subscriber"]["ref"] == {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+                                                  "name": "orders"}
+
+
+def test_a_trigger_without_filters_takes_every_event_and_warns():
+    (_, trigger), warnings = generated_documents(*TRIGGERS["stem-cell-every-event"])
+    assert trigger["metadata"] == {"name": "py-trigger"} and "filter" not in trigger["spec"]
+    assert warnings.count("actionproxy ksvc: warning:") == 2
+    assert "stem cell" in warnings and "dev.actionproxy.response" in warnings and "loop" in warnings
+
+
+@pytest.mark.parametrize("extra, loops", [
+    (["--trigger-filter", "type=com.example.order.created"], False),
+    (["--trigger-filter", "source=/shop"], True),
+    (["--trigger-filter", "type=dev.actionproxy.response"], True),
+    (["--env", "ACTIONPROXY_CE_TYPE=com.example.order.done", "--trigger-filter", "type=com.example.order.done"], True),
+    (["--env", "ACTIONPROXY_CE_TYPE=com.example.order.done", "--trigger-filter", "type=dev.actionproxy.response"],
+     False),
+])
+def test_a_trigger_that_takes_the_functions_replies_warns(extra, loops):
+    _, warnings = generated_documents(*ORDERS, "--trigger-broker", "default", *extra)
+    assert ("loop" in warnings) == loops, warnings
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--trigger-filter", "type=com.example.x"], "--trigger-filter needs --trigger-broker"),
+    (["--trigger-name", "orders-trigger"], "--trigger-name needs --trigger-broker"),
+    (["--trigger-broker", "Default"], "--trigger-broker must be a broker name"),
+    (["--trigger-broker", "default-"], "--trigger-broker must be a broker name"),
+    (["--trigger-broker", "my_broker"], "--trigger-broker must be a broker name"),
+    (["--trigger-broker", "b" * 64], "--trigger-broker must be a broker name"),
+    (["--trigger-broker", "default", "--trigger-name", "Orders"], "--trigger-name must be"),
+    (["--trigger-broker", "default", "--trigger-name", ".orders"], "--trigger-name must be"),
+    (["--trigger-broker", "default", "--trigger-name", "t" * 64], "--trigger-name must be"),
+    (["--name", "o" * 60, "--trigger-broker", "default"], "give a shorter --trigger-name"),
+    (["--trigger-broker", "default", "--trigger-filter", "Type=x"], "CloudEvents attribute name"),
+    (["--trigger-broker", "default", "--trigger-filter", "ce-type=x"], "CloudEvents attribute name"),
+    (["--trigger-broker", "default", "--trigger-filter", "1type=x"], "a letter first"),
+    (["--trigger-broker", "default", "--trigger-filter", "a" * 21 + "=x"], "1 to 20"),
+    (["--trigger-broker", "default", "--trigger-filter", "type=a", "--trigger-filter", "type=b"], "given twice"),
+    (["--trigger-broker", "default", "--trigger-filter", "type="], "empty value"),
+    (["--trigger-broker", "default", "--trigger-filter", "type"], "--trigger-filter takes KEY=VALUE"),
+    (["--trigger-broker", "default", "--trigger-filter", "=x"], "--trigger-filter takes KEY=VALUE"),
+])
+def test_bad_trigger_arguments_are_refused_clearly(args, message):
+    done = ksvc(*ORDERS, *args)  # a later --name replaces ORDERS' one
+    assert done.returncode == 2, done.stdout
+    assert done.stdout == ""
+    assert message in done.stderr and "actionproxy ksvc: error:" in done.stderr
+
+
+def test_all_trigger_problems_are_reported_at_once():
+    done = ksvc(*ORDERS, "--concurrency", "-1", "--trigger-broker", "Bad", "--trigger-filter", "Type=x",
+                "--trigger-filter", "source=")
+    assert done.returncode == 2
+    assert done.stderr.count("actionproxy ksvc: error:") == 4, done.stderr
+
+
+def test_the_trigger_example_delivers_events_to_its_service():
+    documents = by_kind(DEPLOY / "trigger.yaml")
+    assert list(documents) == ["Service", "Trigger"]
+    trigger = documents["Trigger"]
+    assert trigger["spec"]["filter"]["attributes"]["type"]
+    assert trigger["spec"]["subscriber"]["ref"]["name"] == documents["Service"]["metadata"]["name"]
+
+
+@pytest.mark.parametrize("where, typo", [
+    (lambda t: t, "spc"),
+    (lambda t: t["metadata"], "label"),
+    (lambda t: t["spec"], "brokr"),
+    (lambda t: t["spec"]["filter"], "attribute"),
+    (lambda t: t["spec"]["subscriber"], "reff"),
+    (lambda t: t["spec"]["subscriber"]["ref"], "namespce"),
+])
+def test_trigger_rejects_unknown_fields_anywhere(good_trigger, trigger_validator, where, typo):
+    where(good_trigger)[typo] = "x"
+    errors = schema_errors(trigger_validator, good_trigger)
+    assert len(errors) == 1 and f"'{typo}'" in errors[0], errors
+
+
+def test_trigger_rejects_an_unknown_field_the_crd_alone_would_prune(good_trigger, trigger_validator,
+                                                                    trigger_crd_schema):
+    good_trigger["spec"]["subscriber"]["ref"]["nmae"] = "orders"
+    errors = schema_errors(trigger_validator, good_trigger)
+    assert len(errors) == 1 and errors[0].startswith("spec.subscriber.ref:") and "'nmae'" in errors[0]
+    assert schema_errors(KubeValidator(trigger_crd_schema), good_trigger) == []
+
+
+def test_trigger_tightened_places_catch_what_the_crd_lets_through(good_trigger, trigger_validator,
+                                                                  trigger_crd_schema):
+    good_trigger["spec"]["brokr"] = good_trigger["spec"].pop("broker")
+    good_trigger["spec"]["filter"]["attributes"]["priority"] = 1
+    errors = schema_errors(trigger_validator, good_trigger)
+    assert len(errors) == 2, errors
+    assert "'brokr'" in errors[0] and "1 is not of type 'string'" in errors[1], errors
+    assert schema_errors(build_trigger_validator(trigger_crd_schema, tighten=False), good_trigger) == []
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda t: t["spec"].__setitem__("broker", 1), "is not of type 'string'"),
+    (lambda t: t["spec"]["subscriber"].__setitem__("ref", ["orders"]), "is not of type 'object'"),
+    (lambda t: t["spec"]["filter"].__setitem__("attributes", ["type"]), "is not of type 'object'"),
+    (lambda t: t.__setitem__("kind", ["Trigger"]), "is not of type 'string'"),
+    (lambda t: t["metadata"].__setitem__("labels", {"team": 7}), "is not of type 'string'"),
+])
+def test_trigger_rejects_wrong_types(good_trigger, trigger_validator, change, expected):
+    change(good_trigger)
+    errors = schema_errors(trigger_validator, good_trigger)
+    assert len(errors) == 1 and expected in errors[0], errors
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda t: t.__setitem__("apiVersion", "eventing.knative.dev/v1beta1"), "not an eventing.knative.dev/v1 Trigger"),
+    (lambda t: t["spec"].pop("broker"), "spec.broker is missing"),
+    (lambda t: t["spec"].__setitem__("broker", "Default"), "spec.broker 'Default'"),
+    (lambda t: t["metadata"].__setitem__("name", "t" * 64), "metadata.name"),
+    (lambda t: t["spec"]["filter"]["attributes"].__setitem__("ce-type", "x"), "Knative refuses it"),
+    (lambda t: t["spec"]["filter"]["attributes"].__setitem__("2nd", "x"), "Knative refuses it"),
+    (lambda t: t["spec"]["filter"]["attributes"].__setitem__("type", ""), "matches any value"),
+    (lambda t: t["spec"].pop("subscriber"), "spec.subscriber.ref is missing"),
+    (lambda t: t["spec"]["subscriber"]["ref"].pop("kind"), "spec.subscriber.ref.kind is missing"),
+    (lambda t: t["spec"]["subscriber"]["ref"].__setitem__("namespace", "elsewhere"), "mismatched namespaces"),
+    (lambda t: t["spec"]["subscriber"]["ref"].__setitem__("name", "other"), "does not point at the Service"),
+    (lambda t: t["metadata"].__setitem__("namespace", "elsewhere"), "not in the Service's namespace"),
+])
+def test_trigger_webhook_rules_can_fail(good_trigger, change, expected):
+    change(good_trigger)
+    service = by_kind(DEPLOY / "trigger.yaml")["Service"]
+    problems = trigger_problems(good_trigger, service)
+    assert any(expected in problem for problem in problems), problems

@@ -28,12 +28,16 @@ class ProtocolError(Exception):
     """The child broke the protocol (bad ack, bad frame)."""
 
 
+STREAM_END = b"{}"  # the result that ends a streamed one (docs/PROTOCOL.md)
+
+
 class Pending:
-    __slots__ = ("activation", "future")
+    __slots__ = ("activation", "future", "chunks")
 
     def __init__(self, activation: Activation, future: asyncio.Future[ActivationResult]) -> None:
         self.activation = activation
         self.future = future
+        self.chunks: list[bytes] | None = None  # a streamed result's, collected for one answer
 
 
 class ActionLoopChannel:
@@ -203,6 +207,9 @@ class ActionLoopChannel:
         if kind == frames.WORKER_EXIT:
             self.on_worker_exit(ident, payload.decode("utf-8", "replace"))
             return
+        if kind == frames.CHUNK:
+            self._on_chunk(ident, payload)
+            return
         if kind == frames.INIT_DONE:
             reply = orjson.loads(payload)
             if not isinstance(reply, dict):
@@ -220,12 +227,31 @@ class ActionLoopChannel:
             return
         if kind == frames.DONE:
             result = _check_result(payload, validate=not self._trusted)
+            if pending.chunks is not None and payload == STREAM_END:  # else an error ended the stream
+                result = ActivationResult(200, b'{"chunks":[' + b",".join(pending.chunks) + b"]}")
         else:
             report = orjson.loads(payload)
             if not isinstance(report, dict):
                 raise ProtocolError("FAILED must carry a JSON object")
             result = _failure(report)
         settle(pending.future, result)
+
+    def _on_chunk(self, ident: int, payload: bytes) -> None:
+        pending = self.inflight.get(ident)
+        if pending is None:  # abandoned meanwhile
+            return
+        if not self._trusted:
+            try:
+                orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                raise ProtocolError("a CHUNK must carry one JSON value") from None
+        on_chunk = pending.activation.on_chunk
+        if on_chunk is not None:
+            on_chunk(payload)
+        elif pending.chunks is None:
+            pending.chunks = [payload]
+        else:
+            pending.chunks.append(payload)
 
     def _cancel_ignored(self, ident: int) -> None:
         if self._cancelling.pop(ident, None) is not None:

@@ -24,6 +24,7 @@ FAILED = ord("X")
 STDOUT = ord("O")
 STDERR = ord("E")
 WORKER_EXIT = ord("W")
+CHUNK = ord("S")
 
 
 class FrameError(Exception):

@@ -163,6 +163,7 @@ class ChannelPool:
         if activation.deadline is not None and activation.deadline <= self._loop.time():
             return errors.deadline_passed(killed=False)
         entry = _Entry(activation, self._loop.create_future())
+        activation.abandon = functools.partial(self._client_left, entry)
         channel = None if self._queue else self._free_channel()
         if channel is not None:
             self._send(entry, channel)
@@ -189,10 +190,21 @@ class ChannelPool:
                     pass
 
     def _expire(self, entry: _Entry) -> None:
-        if entry.answer.done():
-            return
-        killed = entry.channel is not None and entry.channel.abandon(entry.activation, self._grace)
-        entry.answer.set_result(errors.deadline_passed(killed=killed))
+        if not entry.answer.done():
+            self._give_up(entry, errors.deadline_passed(killed=self._abandon(entry)))
+
+    def _give_up(self, entry: _Entry, result: ActivationResult) -> None:
+        """Answer now and stop the run: a deadline passed, or the client left."""
+        if not entry.answer.done():
+            self._abandon(entry)
+            entry.answer.set_result(result)
+
+    def _client_left(self, entry: _Entry) -> None:
+        self._give_up(entry, errors.client_left())
+
+    def _abandon(self, entry: _Entry) -> bool:
+        """True if the run's process had to be killed."""
+        return entry.channel is not None and entry.channel.abandon(entry.activation, self._grace)
 
     def watched(self) -> list[ActionLoopChannel]:
         return list(self.channels)

@@ -36,6 +36,7 @@ STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 PREFIX = "__ce_"
 REQUIRED = ("id", "source", "type")
+DEFAULT_TYPE = "dev.actionproxy.response"  # a reply's type unless ACTIONPROXY_CE_TYPE or the result says
 FIXED = ("specversion", "datacontenttype")  # of a reply: not the function's to set
 NAME = re.compile(r"[a-z0-9]+")  # CloudEvents attribute names: lower-case letters and digits
 # printable ASCII but space, '"' and '%' stays as it is in a header (the HTTP binding, 3.1.3.2)

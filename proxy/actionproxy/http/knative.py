@@ -35,13 +35,13 @@ from actionproxy.http import cloudevents
 from actionproxy.http.body import read_body
 from actionproxy.http.deadline import Deadlines
 from actionproxy.http.initfields import InitFields, parse_init
+from actionproxy.http.streaming import respond_streaming
 from actionproxy.http.webaction import CORS, is_text, json_response, web_response
 from actionproxy.runner import ActionRunner, Load
 from actionproxy.tracecontext import FIELDS, activation_trace
 
 DEDICATED = "Cannot initialize a runtime with a dedicated function: its action was loaded at start-up."
 CONTEXT_ENV = ("K_SERVICE", "K_REVISION", "K_CONFIGURATION")
-DEFAULT_EVENT_TYPE = "dev.actionproxy.response"
 
 
 def default_params(config: Config) -> dict[str, Any]:
@@ -69,7 +69,7 @@ class KnativePlatform:
         self.context = {name.lower(): os.environ[name] for name in CONTEXT_ENV if os.environ.get(name)}
         self.deadlines = Deadlines(runner.started_ms)
         self.event_source = os.environ.get("ACTIONPROXY_CE_SOURCE") or os.environ.get("K_SERVICE") or "actionproxy"
-        self.event_type = os.environ.get("ACTIONPROXY_CE_TYPE") or DEFAULT_EVENT_TYPE
+        self.event_type = os.environ.get("ACTIONPROXY_CE_TYPE") or cloudevents.DEFAULT_TYPE
         self._loaded: bytes | None = None  # which init this stem cell holds
 
     def routes(self) -> list[web.RouteDef]:
@@ -151,8 +151,11 @@ class KnativePlatform:
             params = {**self.defaults, **dict(request.query), **value, **http}
         else:
             params = value
-        activation = message.get("activation") if isinstance(message.get("activation"), dict) else {}
-        return web_response(await self._activate(request, params, activation))
+        fields = message.get("activation") if isinstance(message.get("activation"), dict) else {}
+        activation = self._activation(request, params, fields)
+        if isinstance(activation, ActivationResult):
+            return web_response(activation)
+        return await respond_streaming(request, activation, self.runner.run, web_response, CORS)
 
     async def _event(self, request: web.Request, event: cloudevents.CloudEvent) -> web.Response:
         """A CloudEvent in, a CloudEvent out (or the web-action answer the result asks for)."""
@@ -160,7 +163,8 @@ class KnativePlatform:
             return json_response(500, {"error": "No action is loaded yet: send an 'init' first."})
         params = {**self.defaults, **cloudevents.params(event), **self._http_context(request)}
         trace = {name: event.attributes[name] for name in FIELDS if name in event.attributes}
-        result = await self._activate(request, params, trace)
+        activation = self._activation(request, params, trace)
+        result = activation if isinstance(activation, ActivationResult) else await self.runner.run(activation)
         payload = orjson.loads(result.body) if result.status == 200 else None
         if not cloudevents.is_event_result(payload):
             return web_response(result)
@@ -180,9 +184,9 @@ class KnativePlatform:
             "__ow_user": os.environ.get("__OW_NAMESPACE", ""),
         }
 
-    async def _activate(self, request: web.Request, params: Any, activation: dict) -> ActivationResult:
-        """Run with the activation's context fields (Knative's own, then the request's), in
-        the trace of the request's `traceparent` header (else of such an activation field)."""
+    def _activation(self, request: web.Request, params: Any, activation: dict) -> Activation | ActivationResult:
+        """The activation with its context fields (Knative's own, then the request's), in the
+        trace of the request's `traceparent` header (else of such a field); or its error."""
         context = {**self.context, **{k: v for k, v in activation.items() if k != "value"}}
         if "traceparent" in request.headers:
             context["traceparent"], context["tracestate"] = request.headers["traceparent"], request.headers.get("tracestate")
@@ -192,5 +196,4 @@ class KnativePlatform:
         if isinstance(deadline, ActivationResult):
             return deadline
         run = {**context, "value": params}
-        return await self.runner.run(Activation(orjson.dumps(run), str(context["activation_id"]), deadline, run,
-                                                trace=trace))
+        return Activation(orjson.dumps(run), str(context["activation_id"]), deadline, run, trace=trace)

@@ -1,6 +1,8 @@
-"""`actionproxy ksvc`: a Knative Serving Service (serving.knative.dev/v1) for an actionproxy image.
+"""`actionproxy ksvc`: a Knative Serving Service (serving.knative.dev/v1) for an actionproxy image,
+and with `--trigger-broker` a Knative Eventing Trigger (trigger.py) that sends it a broker's events.
 
-Writes the manifest as YAML to stdout or a file (`-o`). Two kinds, told apart by `--autoinit`:
+Writes the manifest as YAML to stdout or a file (`-o`); with a Trigger, two YAML documents, the
+Service first. Two kinds of Service, told apart by `--autoinit`:
 
 - dedicated: the function is baked into the image; OW_AUTOINIT names it and the proxy loads it
   at start-up, or exits non-zero with the reason in its log if it cannot;
@@ -24,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from actionproxy import __version__
+from actionproxy.http.cloudevents import DEFAULT_TYPE as REPLY_TYPE  # the proxy's reply event type
+from actionproxy.tools.trigger import TriggerSpec
 
 PORT = 8080
 PORT_NAME = "http1"  # HTTP/1.1 only; the other name Knative allows, h2c, is HTTP/2 cleartext
@@ -84,6 +88,9 @@ class ServiceSpec:
     max_scale: int = DEFAULT_MAX_SCALE
     visibility: str | None = None
     env: tuple[tuple[str, str], ...] = ()
+    trigger_broker: str | None = None
+    trigger_name: str | None = None
+    trigger_filters: tuple[tuple[str, str], ...] = ()
 
     @property
     def dedicated(self) -> bool:
@@ -99,6 +106,11 @@ class ServiceSpec:
         if self.target is not None:
             return self.target
         return self.concurrency or KNATIVE_DEFAULT_TARGET
+
+    @property
+    def trigger(self) -> TriggerSpec:
+        return TriggerSpec(subscriber=self.name, namespace=self.namespace, broker=self.trigger_broker,
+                           name=self.trigger_name, filters=self.trigger_filters)
 
     def validate(self) -> list[str]:
         """Raises ValueError for what Knative or the proxy would refuse; returns warnings."""
@@ -166,9 +178,11 @@ class ServiceSpec:
             elif key in seen:
                 errors.append(f"--env {key} is given twice")
             seen.add(key)
+        errors.extend(self.trigger.errors())
         if errors:
             raise ValueError("\n".join(errors))
-        return warnings
+        reply_type = dict(self.env).get("ACTIONPROXY_CE_TYPE") or REPLY_TYPE
+        return warnings + self.trigger.warnings(self.dedicated, reply_type)
 
     # ------------------------------------------------------------------ the manifest
     def container_env(self) -> list[dict[str, str]]:
@@ -241,6 +255,7 @@ class ServiceSpec:
             argv += ["--visibility", self.visibility]
         for key, value in self.env:
             argv += ["--env", f"{key}={value}"]
+        argv += self.trigger.argv()
         if not width:
             return shlex.join(argv)
         lines = [shlex.join(argv[:2])]
@@ -278,10 +293,17 @@ class ServiceSpec:
         return "".join(f"# {line}".rstrip() + "\n" for line in lines)
 
     def render(self) -> str:
-        import yaml  # only when a manifest is written: `actionproxy serve` never imports it
+        """The Service, then the Trigger if one is asked for, as one multi-document YAML stream."""
+        text = self.header() + to_yaml(self.manifest())
+        if self.trigger.wanted:
+            text += "---\n" + self.trigger.header() + to_yaml(self.trigger.manifest())
+        return text
 
-        body = yaml.safe_dump(self.manifest(), sort_keys=False, default_flow_style=False, width=100)
-        return self.header() + body
+
+def to_yaml(document: dict) -> str:
+    import yaml  # only when a manifest is written: `actionproxy serve` never imports it
+
+    return yaml.safe_dump(document, sort_keys=False, default_flow_style=False, width=100)
 
 
 # ---------------------------------------------------------------------------------- the command
@@ -317,22 +339,36 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
                       help="public, or cluster-local (default: public with --autoinit, else cluster-local)")
     ksvc.add_argument("--env", action="extend", nargs="+", default=[], metavar="K=V",
                       help="more environment variables for the container")
+    ksvc.add_argument("--trigger-broker", metavar="NAME",
+                      help="also write a Knative Eventing Trigger (eventing.knative.dev/v1) that sends the "
+                           "events of this broker to the Service")
+    ksvc.add_argument("--trigger-filter", action="append", default=[], metavar="KEY=VALUE",
+                      help="only the events whose CloudEvents attribute KEY is VALUE, e.g. "
+                           "type=com.example.order.created (repeatable: all must match)")
+    ksvc.add_argument("--trigger-name", metavar="NAME", help="the Trigger's name (default: <--name>-trigger)")
     ksvc.add_argument("-o", "--output", metavar="FILE", help="write here instead of to stdout")
     return ksvc
 
 
-def spec_from_args(args: argparse.Namespace) -> ServiceSpec:
-    env = []
-    for item in args.env:
+def pairs(items: list[str], option: str, form: str) -> tuple[tuple[str, str], ...]:
+    """`K=V` arguments as (K, V), in order; the value may be empty or hold more `=`."""
+    result = []
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--env takes NAME=VALUE, not {item!r}")
-        env.append((key, value))
+            raise ValueError(f"{option} takes {form}, not {item!r}")
+        result.append((key, value))
+    return tuple(result)
+
+
+def spec_from_args(args: argparse.Namespace) -> ServiceSpec:
     return ServiceSpec(name=args.name, image=args.image, namespace=args.namespace,
                        autoinit=args.autoinit, main=args.main, concurrency=args.concurrency,
                        target=args.target, timeout=args.timeout, memory=args.memory,
                        tmp_size=args.tmp_size, min_scale=args.min_scale, max_scale=args.max_scale,
-                       visibility=args.visibility, env=tuple(env))
+                       visibility=args.visibility, env=pairs(args.env, "--env", "NAME=VALUE"),
+                       trigger_broker=args.trigger_broker, trigger_name=args.trigger_name,
+                       trigger_filters=pairs(args.trigger_filter, "--trigger-filter", "KEY=VALUE"))
 
 
 def run(args: argparse.Namespace) -> int:

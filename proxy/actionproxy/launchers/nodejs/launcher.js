@@ -25,7 +25,7 @@ const { AsyncLocalStorage } = require('async_hooks');
 const RESULTS_FD = 3;
 const HEADER_SIZE = 9;
 const INIT = 0x49, RUN = 0x52, CANCEL = 0x43;
-const INIT_DONE = 0x4b, DONE = 0x44, FAILED = 0x58, STDOUT = 0x4f, STDERR = 0x45;
+const INIT_DONE = 0x4b, DONE = 0x44, FAILED = 0x58, STDOUT = 0x4f, STDERR = 0x45, CHUNK = 0x53;
 const LOG_FLUSH_BYTES = 64 * 1024;
 const CANCELLED = Buffer.from('{"reason":"cancelled"}');
 const BAD_RESULT = Buffer.from('{"reason":"result"}');
@@ -207,14 +207,34 @@ function invoke(act, handler, value) {
   let result;
   try {
     result = handler(value);
+    if (isStream(result)) return stream(act, result);
     if (isThenable(result)) {
-      Promise.resolve(result).then((r) => report(act, succeed, r), (e) => report(act, fail, e));
+      Promise.resolve(result).then((r) => (isStream(r) ? stream(act, r) : report(act, succeed, r)),
+        (e) => report(act, fail, e));
       return;
     }
   } catch (err) {
     return report(act, fail, err);
   }
   report(act, succeed, result);
+}
+
+/** An async iterable (an `async function*`) or a generator: a streamed result. */
+function isStream(x) {
+  return x !== null && typeof x === 'object' && !Array.isArray(x) &&
+    (typeof x[Symbol.asyncIterator] === 'function' ||
+     (typeof x[Symbol.iterator] === 'function' && typeof x.next === 'function'));
+}
+
+/** Each item a CHUNK frame (with the logs written before it); the empty object ends it. */
+function stream(act, iterable) {
+  (async () => {
+    for await (const item of iterable) {
+      if (act.done) break; // cancelled: `break` ends the generator too
+      const json = JSON.stringify(item === undefined ? null : item);
+      send([...act.logFrames(), ...frame(CHUNK, act.id, Buffer.from(json))], running.size <= 1);
+    }
+  })().then(() => report(act, succeed, {}), (e) => report(act, fail, e));
 }
 
 /** Reporting runs the user's code too (getters, toJSON, custom inspect): if that throws, the

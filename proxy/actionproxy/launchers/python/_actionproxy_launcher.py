@@ -43,7 +43,7 @@ TRACE_FIELDS = ("traceparent", "tracestate")
 READ_CHUNK = 256 * 1024
 INIT, RUN, CANCEL, FORK = ord("I"), ord("R"), ord("C"), ord("F")
 INIT_DONE, DONE, FAILED, STDOUT, STDERR = ord("K"), ord("D"), ord("X"), ord("O"), ord("E")
-WORKER_EXIT = ord("W")
+WORKER_EXIT, CHUNK = ord("W"), ord("S")
 LOG_FLUSH_BYTES = 64 * 1024
 ENTRY_MODULE = "main__"
 WORKER_SOCKET = ""
@@ -314,6 +314,22 @@ class ActionRunner:
             self.finish(Activation(ident, {}), "error", exc)
             raise BadRequest() from exc
 
+    def chunk(self, activation: Activation, value: Any) -> None:
+        """One chunk of a streamed result (a generator's item), with the logs written before it."""
+        self.channel.send(*self.channel.flush_logs(activation), (CHUNK, activation.ident, encode_result(value)),
+                          last=self.in_flight() <= 1)
+
+    def stream(self, activation: Activation, result: Any) -> Any:
+        """A generator's items as chunks; the result that ends the stream is the empty object."""
+        for item in result:
+            self.chunk(activation, item)
+        return {}
+
+    async def stream_async(self, activation: Activation, result: Any) -> Any:
+        async for item in result:
+            self.chunk(activation, item)
+        return {}
+
     def finish(self, activation: Activation, outcome: str, value: Any) -> None:
         """outcome: 'result' (value = the result), 'error' (value = exception), 'exit', 'cancelled'."""
         ident = activation.ident
@@ -406,14 +422,16 @@ def load_action(spec: dict) -> Callable:
 
 
 CO_COROUTINE = 0x80  # inspect.CO_COROUTINE: read from the code object, without importing inspect
+CO_ASYNC_GENERATOR = 0x200  # inspect.CO_ASYNC_GENERATOR
 
 
 def is_async(func: Callable) -> bool:
-    """`async def main` (also a callable object's `async def __call__`, or a partial of one)."""
+    """`async def main`, also one that yields (also a callable object's `async def __call__`,
+    or a partial of one)."""
     while hasattr(func, "func") and not hasattr(func, "__code__"):  # functools.partial
         func = func.func
     code = getattr(func, "__code__", None) or getattr(getattr(func, "__call__", None), "__code__", None)
-    return bool(code is not None and code.co_flags & CO_COROUTINE)
+    return bool(code is not None and code.co_flags & (CO_COROUTINE | CO_ASYNC_GENERATOR))
 
 
 def event_loop() -> asyncio.AbstractEventLoop:
@@ -461,7 +479,11 @@ def serve_async(runner: ActionRunner, requests: FrameReader) -> None:
             return
         current.set(activation)
         try:
-            result = await runner.main(value)
+            result = runner.main(value)
+            if hasattr(result, "__anext__"):  # an async generator: a streamed result
+                result = await runner.stream_async(activation, result)
+            else:
+                result = await result
         except asyncio.CancelledError:
             runner.finish(activation, "cancelled", None)
         except SystemExit as exc:
@@ -524,6 +546,8 @@ def serve_sync(runner: ActionRunner, requests: FrameReader) -> None:
                 import asyncio
 
                 result = asyncio.run(result)
+            elif hasattr(result, "__next__"):  # a generator: a streamed result
+                result = runner.stream(activation, result)
         except SystemExit as exc:
             runner.finish(activation, "exit", exit_code(exc))
         except Exception as exc:
