@@ -4,8 +4,8 @@ The proxy (async action, and sync action on forked workers) is measured against 
 aiohttp + uvloop server in the same run, point by point, so that the ratios hold on a noisy
 machine even when the absolute numbers do not. The server under test and everything it starts
 run on one CPU, like a 1-CPU function container; wrk and this script (the in-flight client)
-run on another. `--only inflight` (repeatable: load, coldstart, inflight, launchers) runs just
-those parts; `launchers` (not in the default run) prices ACTIONPROXY_LAUNCHERS.
+run on another. `--only inflight` (repeatable: load, coldstart, inflight, streaming, launchers)
+runs just those parts; `launchers` (not in the default run) prices ACTIONPROXY_LAUNCHERS.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import inflight
 import launchers
 import loadgen
 import report
+import streaming
 from servers import BENCH, ROOT, Server, cpus, machine
 
 ACTIONS = {"proxy-async": BENCH / "actions" / "echo_async.py",
@@ -34,7 +35,7 @@ LARGE_KIB = 256
 STRING_KIB = 1024  # issue 10's big-payload point: a 1 MiB string
 POINTS = [("c=1", "small", 1), ("c=16", "small", 16), ("c=256", "small", 256),
           (f"{LARGE_KIB}KiB records c=8", "records", 8), ("1MiB string c=8", "string", 8)]
-PARTS = ("load", "coldstart", "inflight", "launchers")
+PARTS = ("load", "coldstart", "inflight", "streaming", "launchers")
 
 
 def run_body(value: object) -> bytes:
@@ -133,6 +134,9 @@ def main() -> None:
         print(f"in flight: {inflight.N:,} x {inflight.WAIT_S:g} s, servers on CPU {server_cpu}, "
               f"asyncio client on CPU {client_cpu}", flush=True)
         results["inflight"] = inflight.measure(server_cpu, client_cpu, args.inflight_rounds)
+    if "streaming" in parts:
+        print(f"streaming (Knative): first chunk and a 10 MB stream, servers on CPU {server_cpu}", flush=True)
+        results["streaming"] = streaming.measure(server_cpu, args.rounds)
     if "launchers" in parts:
         print(f"launchers: async actions on 1, 2 and 4 launchers, {args.seconds} s per point", flush=True)
         with tempfile.TemporaryDirectory(prefix="bench-bodies-") as tmp:

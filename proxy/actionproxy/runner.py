@@ -11,6 +11,7 @@ import functools
 import base64
 import binascii
 import itertools
+import os
 import shutil
 import time
 
@@ -29,7 +30,7 @@ from actionproxy.executor.options import ExecutableOptions, LauncherOptions, Lim
 from actionproxy.executor.process import SpawnedProcess
 from actionproxy.executor.stemcell import spawn_stem_cell
 from actionproxy.logs import LogWriter
-from actionproxy.metrics import ProxyMetrics
+from actionproxy.metrics import ProxyMetrics, outcome
 
 BLACKBOX_MODE_KEY = "ACTIONPROXY_BLACKBOX_MODE"
 
@@ -74,6 +75,11 @@ class ActionRunner:
         self.inflight = 0
         self.memory: MemoryGuard | None = None
         self.metrics = ProxyMetrics()
+        self.spans = None  # an OTLP span exporter, only when a collector is named
+        if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+            from actionproxy import otlp
+
+            self.spans = otlp.from_env(dict(os.environ))
 
     def finish_starting(self) -> None:
         if self.load is Load.STARTING:  # a failed load leaves it EMPTY (the process then exits)
@@ -240,6 +246,7 @@ class ActionRunner:
             return self.metrics.count(errors.too_many(self.config.max_concurrent))
         self.inflight += 1
         started = time.perf_counter()
+        started_ns = time.time_ns() if self.spans is not None else 0
         log.debug("activation %s started (%d in flight)", activation.activation_id or "-", self.inflight)
         try:
             result = await self.executor.run(activation)
@@ -255,6 +262,9 @@ class ActionRunner:
         log.debug("activation %s ended: %d in %.1f ms", activation.activation_id or "-", result.status,
                   seconds * 1000)  # arguments, not an f-string: formatted only when debug is on
         self.logs.activation(activation.logs, activation.activation_id, activation.trace)
+        if self.spans is not None and activation.trace is not None:
+            self.spans.add(activation.trace, activation.activation_id, started_ns, time.time_ns(), result.status,
+                           outcome(result) != "success")
         return result
 
     def stop(self) -> int:
@@ -276,4 +286,6 @@ class ActionRunner:
             self._launcher.close()
         if self.memory is not None:
             self.memory.stop()
+        if self.spans is not None:
+            self.spans.close()
         self.logs.flush()

@@ -21,6 +21,7 @@ TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]
 MAX_TRACESTATE = 512  # bytes a platform must pass on (W3C trace-context, tracestate limits)
 FIELDS = ("traceparent", "tracestate")  # also exported without the __OW_ prefix, upper-cased
 NOT_SAMPLED = "00"  # a trace the proxy starts: nothing records it unless a collector is set up
+SAMPLED = "01"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,13 +42,14 @@ class Trace:
         return (b"" if first else b",") + orjson.dumps(fields)[1:-1]
 
 
-def activation_trace(traceparent: object, tracestate: object) -> Trace:
-    """The activation's span: a child of a valid incoming parent, else the root of a new trace."""
+def activation_trace(traceparent: object, tracestate: object, sample: bool = False) -> Trace:
+    """The activation's span: a child of a valid incoming parent, else the root of a new trace
+    (sampled when `sample`: its spans are exported)."""
     span = os.urandom(8).hex()
     parent = TRACEPARENT.fullmatch(traceparent.strip()) if isinstance(traceparent, str) else None
     if (parent is None or parent[1] == "ff" or (parent[1] == "00" and parent[5] is not None)
             or parent[2] == "0" * 32 or parent[3] == "0" * 16):
-        return Trace(os.urandom(16).hex(), span, "", NOT_SAMPLED, "")
+        return Trace(os.urandom(16).hex(), span, "", SAMPLED if sample else NOT_SAMPLED, "")
     state = tracestate.strip() if isinstance(tracestate, str) else ""
     if len(state) > MAX_TRACESTATE or not state.isprintable():
         state = ""

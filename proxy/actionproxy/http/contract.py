@@ -68,7 +68,7 @@ class OpenWhiskContract:
         if "traceparent" in message:
             traceparent, tracestate = message.get("traceparent"), message.get("tracestate")
         activation = Activation(body, str(message.get("activation_id") or ""), deadline, message,
-                                trace=activation_trace(traceparent, tracestate))
+                                trace=activation_trace(traceparent, tracestate, self.runner.spans is not None))
         return await self.runner.run(activation)
 
 

@@ -190,7 +190,8 @@ class KnativePlatform:
         context = {**self.context, **{k: v for k, v in activation.items() if k != "value"}}
         if "traceparent" in request.headers:
             context["traceparent"], context["tracestate"] = request.headers["traceparent"], request.headers.get("tracestate")
-        trace = activation_trace(context.pop("traceparent", None), context.pop("tracestate", None))
+        trace = activation_trace(context.pop("traceparent", None), context.pop("tracestate", None),
+                                 self.runner.spans is not None)
         context.setdefault("activation_id", uuid.uuid4().hex)
         deadline = self.deadlines.parse(context.get("deadline"))
         if isinstance(deadline, ActivationResult):
