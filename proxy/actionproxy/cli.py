@@ -1,4 +1,5 @@
-"""actionproxy: serve a function (serve), and build and deploy function images (bake, build, ksvc).
+"""actionproxy: serve a function (serve), try one (run, invoke), and build and deploy function
+images (bake, build, ksvc).
 
 Start-up order is the cold-start design: bind the port (the platform's connects queue in the
 backlog), start the stem-cell launcher, and only then import the HTTP stack, which takes
@@ -52,6 +53,8 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--main", default="main", help="entry point for --init (default: main)")
     serve.add_argument("--platform", choices=PLATFORMS,
                        help="contract to serve (default: $__OW_RUNTIME_PLATFORM, else openwhisk)")
+    serve.add_argument("--watch", action="store_true",
+                       help="with --init, for development: load the function again when the file changes")
 
 
 def serve_parser() -> argparse.ArgumentParser:
@@ -67,6 +70,9 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"actionproxy {__version__}")
     commands = top.add_subparsers(dest="command", required=True)
     add_serve_arguments(commands.add_parser("serve", help=SERVE_HELP, description=SERVE_HELP))
+    from actionproxy import invoke
+
+    invoke.add_parsers(commands)
     try:
         from actionproxy.tools import bake, ksvc  # argparse only; PyYAML is imported when a manifest is written
     except ImportError:  # a runtime image, or an install without the tools extra
@@ -110,8 +116,14 @@ def main(argv: list[str] | None = None) -> int:
         from actionproxy.tools import bake
 
         return bake.run_bake(args) if args.command == "bake" else bake.run_build(args)
-    if args.command == "serve":
-        become_init_if_pid1()
+    if args.command in ("run", "invoke"):
+        from actionproxy import invoke
+
+        return invoke.run_here(args) if args.command == "run" else invoke.invoke(args)
+    if args.watch and args.init is None:
+        _error("--watch needs --init FILE: it reloads that file")
+        return 2
+    become_init_if_pid1()
     try:
         config = Config.from_env(args.runtime, args.port, platform=args.platform,
                                  init_file=args.init, init_main=args.main)
@@ -122,11 +134,19 @@ def main(argv: list[str] | None = None) -> int:
         from actionproxy.diagnostics import set_debug
 
         set_debug(True)
-    try:
-        sock = bind(config.host, config.port)
-    except (OSError, OverflowError) as exc:  # OverflowError: a $PORT past 65535
-        _error(f"cannot listen on {config.host}:{config.port}: {exc}")
-        return 1
+    from actionproxy.watch import inherited_socket
+
+    sock = inherited_socket()
+    if sock is None:
+        try:
+            sock = bind(config.host, config.port)
+        except (OSError, OverflowError) as exc:  # OverflowError: a $PORT past 65535
+            _error(f"cannot listen on {config.host}:{config.port}: {exc}")
+            return 1
+    if args.watch:
+        from actionproxy.watch import watch
+
+        return watch([a for a in argv if a != "--watch"], sock, args.init)
     from actionproxy.executor.stemcell import spawn_stem_cell, worker_socket_path
 
     socket_path = worker_socket_path()
