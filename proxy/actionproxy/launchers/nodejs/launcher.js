@@ -20,6 +20,7 @@ const path = require('path');
 const util = require('util');
 const vm = require('vm');
 const Module = require('module');
+const { pathToFileURL } = require('url');
 const { AsyncLocalStorage } = require('async_hooks');
 
 const RESULTS_FD = 3;
@@ -439,14 +440,49 @@ class InitFailure extends Error {
   }
 }
 
-function loadAction(spec) {
+/** The handler, once loaded: CommonJS loads at once, an ES module (import/export) by import(). */
+async function loadAction(spec) {
   for (const [key, val] of Object.entries(spec.env || {})) process.env[key] = val;
   process.chdir(spec.root);
-  const handler = spec.source ? loadSource(spec) : loadPackage(spec);
+  const handler = await (spec.source ? loadSource(spec) : loadPackage(spec));
   if (typeof handler !== 'function') {
     throw new InitFailure('start', `Action entrypoint '${spec.main}' is not a function.`);
   }
   return handler;
+}
+
+/** `main` (or `module.fn`) from an ES module's exports; `main` is also its default export. */
+function exported(namespace, main) {
+  const walk = (from) => main.split('.').reduce((obj, name) => (obj == null ? undefined : obj[name]), from);
+  const named = walk(namespace);
+  if (named !== undefined) return named;
+  const fallback = namespace.default;
+  return typeof fallback === 'function' && main === 'main' ? fallback : walk(fallback);
+}
+
+/** Code that is an ES module: its own `.mjs` file beside the entry, then import(). */
+async function importSource(filename, code, main) {
+  const file = filename.replace(/\.[cm]?js$/, '') + '.mjs';
+  fs.writeFileSync(file, code);
+  let namespace;
+  try {
+    namespace = await import(pathToFileURL(file).href);
+  } catch (err) {
+    if (err instanceof SyntaxError) throw new InitFailure('compile', whereSyntaxFails(file, err));
+    throw err;
+  }
+  return exported(namespace, main);
+}
+
+/** import() reports a module's syntax error without its place; `node --check` names the line. */
+function whereSyntaxFails(file, err) {
+  const { spawnSync } = require('child_process');
+  const checked = spawnSync(process.execPath, ['--check', file], { encoding: 'utf8', timeout: 10000 });
+  return (checked.stderr || '').trim() || String(err);
+}
+
+function isModuleSyntax(err) {
+  return err instanceof SyntaxError && /Cannot use import statement|Unexpected token 'export'|import\.meta/.test(err.message);
 }
 
 const NAME = '[\\p{ID_Start}$_][\\p{ID_Continue}$\\u200c\\u200d]*';
@@ -473,10 +509,16 @@ function loadSource({ root, entry, main }) {
   throw e;
 }`;
   const params = ['exports', 'require', 'module', '__filename', '__dirname'];
-  const wrapper = vm.compileFunction(body, params, {
-    filename,
-    importModuleDynamically: vm.constants?.USE_MAIN_CONTEXT_DEFAULT_LOADER, // import() as in a file
-  });
+  let wrapper;
+  try {
+    wrapper = vm.compileFunction(body, params, {
+      filename,
+      importModuleDynamically: vm.constants?.USE_MAIN_CONTEXT_DEFAULT_LOADER, // import() as in a file
+    });
+  } catch (err) {
+    if (isModuleSyntax(err)) return importSource(filename, code, main); // `export function main`, `import x from`
+    throw err;
+  }
   const dirname = path.dirname(filename);
   const mod = new Module(filename, null);
   mod.filename = filename;
@@ -493,17 +535,24 @@ function loadPackage({ root, main }) {
       && !fs.existsSync(path.join(root, 'index.js'))) {
     throw new InitFailure('start', ZIP_WITHOUT_ENTRY);
   }
-  let handler = require(file === undefined ? root : path.join(root, file));
+  const target = file === undefined ? root : path.join(root, file);
+  let handler;
+  try {
+    handler = require(target);
+  } catch (err) {
+    if (err.code !== 'ERR_REQUIRE_ESM') throw err; // "type": "module", or a .mjs entry
+    return import(pathToFileURL(require.resolve(target)).href).then((namespace) => exported(namespace, names.join('.')));
+  }
   for (const name of names) handler = handler == null ? undefined : handler[name];
   return handler;
 }
 
-/** Load the action and answer INIT_DONE; returns the handler. */
-function init(payload) {
+/** Load the action, answer INIT_DONE, and resolve to the handler. */
+async function init(payload) {
   let handler;
   try {
     const spec = JSON.parse(payload.toString('utf8'));
-    handler = loadAction({ ...spec, main: spec.main || 'main' });
+    handler = await loadAction({ ...spec, main: spec.main || 'main' });
   } catch (err) {
     failInit(err);
   }
@@ -534,9 +583,19 @@ function main() {
   Object.defineProperty(globalThis, '__ow_activation', { get: activationView });
 
   let handler = null;
+  let loading = null; // the INIT being loaded (an ES module loads asynchronously)
+  const early = []; // frames that came meanwhile
   const onFrame = (kind, id, payload) => {
     if (handler === null) {
-      if (kind === INIT) handler = init(payload);
+      if (loading !== null) {
+        early.push([kind, id, payload]);
+      } else if (kind === INIT) {
+        loading = init(payload).then((loaded) => {
+          handler = loaded;
+          for (const args of early.splice(0)) onFrame(...args);
+          if (running.size === 0) flush();
+        });
+      }
     } else if (kind === RUN) {
       startActivation(id, payload, handler);
     } else if (kind === CANCEL) {
