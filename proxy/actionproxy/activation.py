@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from actionproxy.logs import ActivationLogs
 from actionproxy.tracecontext import Trace
@@ -32,6 +32,10 @@ class Activation:
     on_chunk: Callable[[bytes], None] | None = None
     # set by the executor while it runs: give up on it (its client left), as at a deadline
     abandon: Callable[[], None] | None = None
+    # Knative with an app (blackbox http mode): the aiohttp request to relay as it came, and the
+    # response the app's answer was streamed into
+    forward: Any = None
+    response: Any = None
 
     def wire_parts(self) -> tuple[bytes | memoryview, ...]:
         """The request as forwarded: the body, with the trace's fields appended to its object

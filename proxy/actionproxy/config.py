@@ -12,7 +12,7 @@ RUNTIMES = ("python", "nodejs", "blackbox")
 PLATFORMS = ("openwhisk", "knative")
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 LAUNCHERS = {"python": "launcher.py", "nodejs": "launcher.js"}  # blackbox runs executables only
-BLACKBOX_MODES = ("exec", "loop")
+BLACKBOX_MODES = ("exec", "loop", "http")
 MiB = 1024 * 1024
 
 
@@ -101,6 +101,13 @@ def _memory_limit(env: dict[str, str]) -> int | None:
     return None
 
 
+def _path(env: dict[str, str], name: str) -> str:
+    path = env.get(name) or "/"
+    if not path.startswith("/"):
+        raise ValueError(f"{name} must be a path starting with '/', not {path!r}")
+    return path
+
+
 @dataclass(frozen=True)
 class Config:
     runtime: str
@@ -133,6 +140,9 @@ class Config:
     env_params: tuple[tuple[str, str], ...] = ()
     header_timeout: float = 10.0  # seconds for a request head to arrive whole; 0: no limit
     body_timeout: float = 60.0  # seconds for a request body to arrive whole; 0: no limit
+    app_path: str = "/"  # blackbox http mode: where /run's parameters are POSTed
+    app_ready_path: str = "/"  # blackbox http mode: asked until the app answers
+    app_start_seconds: float = 30.0  # blackbox http mode: how long the app may take to answer
 
     @property
     def launcher(self) -> Path | None:
@@ -155,7 +165,7 @@ class Config:
         action_dir = env.get("ACTIONPROXY_ACTION_DIR") or tempfile.mkdtemp(prefix="actionproxy-")
         blackbox_mode = env.get("ACTIONPROXY_BLACKBOX_MODE", "exec") or "exec"
         if blackbox_mode not in BLACKBOX_MODES:
-            raise ValueError(f"ACTIONPROXY_BLACKBOX_MODE must be 'exec' or 'loop', not {blackbox_mode!r}")
+            raise ValueError(f"ACTIONPROXY_BLACKBOX_MODE must be 'exec', 'loop' or 'http', not {blackbox_mode!r}")
         # OpenWhisk reads activation logs by their sentinels; elsewhere JSON lines carry the id
         log_format = env.get("ACTIONPROXY_LOG_FORMAT") or ("sentinel" if platform == "openwhisk" else "json")
         if log_format not in ("sentinel", "json"):
@@ -194,4 +204,7 @@ class Config:
                                     if k.startswith(PARAM_PREFIX) and len(k) > len(PARAM_PREFIX))),
             header_timeout=float(_int(env, "ACTIONPROXY_HEADER_TIMEOUT", 10)),
             body_timeout=float(_int(env, "ACTIONPROXY_BODY_TIMEOUT", 60)),
+            app_path=_path(env, "ACTIONPROXY_APP_PATH"),
+            app_ready_path=_path(env, "ACTIONPROXY_APP_READY_PATH"),
+            app_start_seconds=float(_int(env, "ACTIONPROXY_APP_START_SECONDS", 30) or 30),
         )

@@ -26,7 +26,8 @@ from actionproxy.executor.languages import LauncherExecutor
 from actionproxy.executor.executables import ExecutableExecutor
 from actionproxy.executor.memory import MemoryGuard, Watched
 from actionproxy.executor.oneshot import OneshotExecutor
-from actionproxy.executor.options import ExecutableOptions, LauncherOptions, Limits, OneshotOptions
+from actionproxy.executor.httpapp import HttpAppExecutor
+from actionproxy.executor.options import AppOptions, ExecutableOptions, LauncherOptions, Limits, OneshotOptions
 from actionproxy.executor.process import SpawnedProcess
 from actionproxy.executor.stemcell import spawn_stem_cell
 from actionproxy.logs import LogWriter
@@ -65,6 +66,7 @@ class ActionRunner:
             self.passthrough, stem, socket_path)
         self._executable_options = ExecutableOptions(limits, config.wait_for_ack)
         self._oneshot_options = OneshotOptions(limits, config.max_body)
+        self._app_options = AppOptions(config.app_path, config.app_ready_path, config.app_start_seconds)
         self.executor: Executor | None = None
         self.dedicated = config.autoinit is not None  # the action is baked into the image
         self.load = Load.STARTING if self.dedicated else Load.EMPTY
@@ -192,11 +194,15 @@ class ActionRunner:
 
     def _executor_for(self, source: ActionSource, env: dict[str, str]) -> Executor:
         """Launcher code -> the language launcher; a program -> action-loop processes, except
-        in blackbox, where it runs once per activation unless the action-loop mode is chosen
-        (ACTIONPROXY_BLACKBOX_MODE=loop in the container's or the action's init env)."""
+        in blackbox, where it runs once per activation unless the action-loop mode or the app
+        mode is chosen (ACTIONPROXY_BLACKBOX_MODE=loop or http in the container's or the
+        action's init env)."""
         if source.kind == "launcher":
             return self._launcher
-        if self.config.runtime == "blackbox" and env.get(BLACKBOX_MODE_KEY, self.config.blackbox_mode) != "loop":
+        mode = env.get(BLACKBOX_MODE_KEY, self.config.blackbox_mode)
+        if self.config.runtime == "blackbox" and mode == "http":
+            return HttpAppExecutor(self._app_options, self.passthrough)
+        if self.config.runtime == "blackbox" and mode != "loop":
             return OneshotExecutor(self._oneshot_options, self.passthrough)
         return ExecutableExecutor(self._executable_options, self.passthrough)
 

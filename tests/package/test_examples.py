@@ -29,7 +29,8 @@ from conftest import DOCKER, ROOT, SENTINEL, docker, require_docker, wait_until
 pytestmark = pytest.mark.timeout(900)  # the first test builds the images (apt-get in the C builder)
 
 EXAMPLES = ROOT / "runtimes" / "blackbox" / "examples"
-NAMES = ("c", "bash-loop", "python")
+NAMES = ("c", "bash-loop", "python")  # functions: each checked by OpenWhisk's log rules below
+APPS = ("http-app",)  # web apps of their own (blackbox http mode)
 C_MSG = "Hello from arbitrary C program!"
 MAX_ARG = 131071  # a longer JSON of `value` is not passed as $1, only on stdin
 
@@ -39,7 +40,7 @@ def images() -> dict[str, str]:
     """Every example image, built once per session: {name: tag}."""
     require_docker("blackbox")  # the examples build FROM it (and the C builder FROM its base)
     tags = {}
-    for name in NAMES:
+    for name in NAMES + APPS:
         tag = f"actionproxy-example/{name}"
         built = docker("build", "-q", "-t", tag, str(EXAMPLES / name), timeout=840, check=False)
         assert built.returncode == 0, f"building {tag} failed:\n{built.stdout}\n{built.stderr}"
@@ -54,10 +55,11 @@ def images() -> dict[str, str]:
 class Container:
     """One running example container, published on 127.0.0.1 only."""
 
-    def __init__(self, image: str) -> None:
+    def __init__(self, image: str, env: dict[str, str] | None = None) -> None:
         self.name = f"actionproxy-example-test-{uuid.uuid4().hex[:12]}"
+        settings = [f"--env={key}={value}" for key, value in (env or {}).items()]
         self.id = docker("run", "-d", "--name", self.name, "--label", "actionproxy-test=examples",
-                          "-p", "127.0.0.1::8080", image).stdout.strip()
+                          *settings, "-p", "127.0.0.1::8080", image).stdout.strip()
         address = docker("port", self.id, "8080/tcp").stdout.split()[0]
         host, _, port = address.rpartition(":")
         assert host == "127.0.0.1", address
@@ -113,12 +115,12 @@ class Container:
 
 
 @pytest.fixture
-def start(images: dict[str, str]) -> Iterator[Callable[[str], Container]]:
-    """start(name) -> a running container of that example; all are removed after the test."""
+def start(images: dict[str, str]) -> Iterator[Callable[..., Container]]:
+    """start(name, env) -> a running container of that example; all are removed after the test."""
     started: list[Container] = []
 
-    def starter(name: str) -> Container:
-        container = Container(images[name])
+    def starter(name: str, env: dict[str, str] | None = None) -> Container:
+        container = Container(images[name], env)
         started.append(container)
         return container
 
@@ -293,3 +295,22 @@ def test_bash_loop_answers_any_value(start) -> None:
     results = [container.run(value, f"v{i}") for i, value in enumerate([[1, 2], {}, {"name": 42}])]
     assert [(s, b["greeting"], b["count"]) for s, b in results] == \
         [(200, "Hello, stranger!", 1), (200, "Hello, stranger!", 2), (200, "Hello, 42!", 3)], results
+
+
+# ---------------------------------------------------------------- http-app
+
+def test_http_app_serves_openwhisk_activations_from_one_warm_process(start) -> None:
+    container = start("http-app")
+    results = [container.run({"name": f"n{i}"}, f"act-{i}") for i in range(3)]
+    pid = results[0][1]["pid"]
+    assert results == [(200, {"greeting": f"Hello, n{i}!", "visits": i + 1, "pid": pid}) for i in range(3)]
+    out, _ = container.logs()
+    assert "http-app: greeting n2 (activation act-2)" in out
+
+
+def test_http_app_takes_knative_requests_as_they_came(start) -> None:
+    container = start("http-app", {"__OW_RUNTIME_PLATFORM": "knative"})
+    assert container.request("GET", "/items/7") == (200, {"item": "7"})
+    status, body = container.request("POST", "/", {"name": "Knative"})
+    assert status == 200 and body["greeting"] == "Hello, Knative!"
+    assert container.request("GET", "/healthz") == (200, {"ok": True})  # the proxy's, not the app's

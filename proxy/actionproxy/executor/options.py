@@ -35,3 +35,10 @@ class ExecutableOptions:
 class OneshotOptions:
     limits: Limits
     max_line: int  # longest stdout line read, the result among them (ACTIONPROXY_MAX_BODY)
+
+
+@dataclass(frozen=True)
+class AppOptions:
+    path: str  # where an OpenWhisk activation's parameters are POSTed (ACTIONPROXY_APP_PATH)
+    ready_path: str  # asked until the app answers, at its start (ACTIONPROXY_APP_READY_PATH)
+    start_seconds: float  # how long the app may take to answer at its start (ACTIONPROXY_APP_START_SECONDS)

@@ -191,16 +191,14 @@ class ChannelPool:
 
     def _expire(self, entry: _Entry) -> None:
         if not entry.answer.done():
-            self._give_up(entry, errors.deadline_passed(killed=self._abandon(entry)))
-
-    def _give_up(self, entry: _Entry, result: ActivationResult) -> None:
-        """Answer now and stop the run: a deadline passed, or the client left."""
-        if not entry.answer.done():
-            self._abandon(entry)
-            entry.answer.set_result(result)
+            killed = self._abandon(entry)
+            settle(entry.answer, errors.deadline_passed(killed=killed))  # the kill may have answered it
 
     def _client_left(self, entry: _Entry) -> None:
-        self._give_up(entry, errors.client_left())
+        """Stop the run and answer now: its client went away (a stream it was reading)."""
+        if not entry.answer.done():
+            self._abandon(entry)
+            settle(entry.answer, errors.client_left())
 
     def _abandon(self, entry: _Entry) -> bool:
         """True if the run's process had to be killed."""

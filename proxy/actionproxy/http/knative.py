@@ -72,7 +72,14 @@ class KnativePlatform:
         self.event_type = os.environ.get("ACTIONPROXY_CE_TYPE") or cloudevents.DEFAULT_TYPE
         self._loaded: bytes | None = None  # which init this stem cell holds
 
+    @property
+    def app(self) -> bool:
+        """Blackbox http mode: every request goes to the app as it came (httpapp.py)."""
+        return self.config.runtime == "blackbox" and self.config.blackbox_mode == "http"
+
     def routes(self) -> list[web.RouteDef]:
+        if self.app:
+            return [web.route("*", "/{tail:.*}", self.relay)]
         routes = [web.route(method, "/", self.handle) for method in self.config.http_methods]
         if "OPTIONS" not in self.config.http_methods:
             routes.append(web.options("/", self.preflight))
@@ -82,6 +89,15 @@ class KnativePlatform:
         return web.Response(status=200, headers=CORS)
 
     # ------------------------------------------------------------------ requests
+    async def relay(self, request: web.Request) -> web.StreamResponse:
+        """To the app and back, as one activation (deadline, metrics, drain, trace)."""
+        activation = self._activation(request, {}, {})
+        if isinstance(activation, ActivationResult):
+            return web_response(activation)
+        activation.forward = request
+        result = await self.runner.run(activation)
+        return activation.response if activation.response is not None else web_response(result)
+
     async def handle(self, request: web.Request) -> web.Response:
         body = await read_body(request, self.config.max_body)
         if isinstance(body, ActivationResult):

@@ -32,9 +32,10 @@ def build_app(config: Config, runner: ActionRunner) -> web.Application:
     app[DRAIN] = Drain(runner, config.drain_seconds)
     app.on_startup.append(app[DRAIN].on_startup)  # owns SIGTERM/SIGINT
     platform = KnativePlatform(runner) if config.platform == "knative" else OpenWhiskPlatform(runner)
+    app.add_routes(health_routes(runner))  # first: an app's catch-all route (knative.py) must not take them
     app.add_routes(platform.routes())
-    app.add_routes(health_routes(runner))
-    app.router.add_route("*", "/{tail:.*}", not_found)
+    if not (isinstance(platform, KnativePlatform) and platform.app):  # an app answers every other path itself
+        app.router.add_route("*", "/{tail:.*}", not_found)
 
     async def lifetime(_: web.Application) -> AsyncIterator[None]:
         """The runner's processes are stopped when the server is."""
