@@ -39,11 +39,24 @@ bench: dev
 base-images:
 	DOCKER=$(DOCKER) runtimes/base/build.sh
 
+# the default images (latest: Python 3.11, Node.js 20), then the other language versions, built
+# side by side: runtime,tag,the Dockerfile's base-image argument
+VERSIONS := python,3.13,PYTHON_IMAGE=python:3.13-slim-trixie python,3.14,PYTHON_IMAGE=python:3.14-slim-trixie \
+            nodejs,24,NODE_IMAGE=node:24-trixie-slim
+DEFAULT_TAGS := python=3.11 nodejs=20
+
 images: base-images
 	for r in $(RUNTIMES); do \
+	  extra=$$(echo "$(DEFAULT_TAGS)" | tr ' ' '\n' | sed -n "s/^$$r=//p"); \
 	  DOCKER_BUILDKIT=1 $(DOCKER) build -q $(SECRET) --build-arg VERSION=$(VERSION) \
-	    -f runtimes/$$r/Dockerfile -t actionproxy/$$r:latest -t actionproxy/$$r:$(VERSION) . || exit 1; \
+	    -f runtimes/$$r/Dockerfile -t actionproxy/$$r:latest -t actionproxy/$$r:$(VERSION) \
+	    $${extra:+-t actionproxy/$$r:$$extra} . || exit 1; \
 	done
+	pids=; for v in $(VERSIONS); do \
+	  r=$${v%%,*}; rest=$${v#*,}; tag=$${rest%%,*}; arg=$${rest#*,}; \
+	  DOCKER_BUILDKIT=1 $(DOCKER) build -q $(SECRET) --build-arg VERSION=$(VERSION) --build-arg $$arg \
+	    -f runtimes/$$r/Dockerfile -t actionproxy/$$r:$$tag . >/dev/null & pids="$$pids $$!"; \
+	done; for p in $$pids; do wait $$p || exit 1; done
 
 clean:
 	rm -rf $(VENV) bench/results .pytest_cache
