@@ -16,8 +16,12 @@ SECRET := $(if $(CA_BUNDLE),--secret id=ca_bundle$(comma)src=$(CA_BUNDLE))
 
 # bytecode for the proxy and the launchers, also where PYTHONDONTWRITEBYTECODE is set (as in
 # the images, where it is built in): a cold start then compiles nothing
-dev: $(VENV)/.installed
+dev: $(VENV)/.installed $(VENV)/node_modules/esbuild
 	$(BIN)/python -m compileall -q proxy
+
+# the Node.js launcher's TypeScript transpiler, beside the venv's proxy (as in the image)
+$(VENV)/node_modules/esbuild: runtimes/base/install-esbuild.py $(VENV)/.installed
+	$(if $(CA_BUNDLE),SSL_CERT_FILE=$(CA_BUNDLE)) $(BIN)/python runtimes/base/install-esbuild.py $(VENV)
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)

@@ -7,6 +7,7 @@ README for what runs where).
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -67,7 +68,8 @@ def test_a_syntax_error_in_a_module_names_its_line(node: Proxy) -> None:
     status, _ = node.init(code)
     assert status == 502
     _, err = node.streams(settle=0.3)
-    assert "index.mjs:3" in err and "SyntaxError" in err, err
+    # node --check names index.mjs:3; with esbuild beside the proxy, its TypeScript try names index.js:3:<col>
+    assert re.search(r"index\.m?js:3", err) and "SyntaxError" in err, err
 
 
 def test_module_activations_keep_their_own_environment(node: Proxy) -> None:

@@ -3,7 +3,7 @@ actionproxy/nodejs:20, 24. The full suite runs on the default images (python:lat
 nodejs:latest = 20); each other version runs this subset in a real container: a function
 loaded by /init reports its interpreter's version, and a feature that depends on it works
 (Python: a `def main` generator in a forked worker, joined; an `async def main`; Node.js: an
-ES module). Without docker or the images: skipped, except on CI (CI=true), where it fails.
+ES module, and TypeScript through the esbuild the image carries). Without docker or the images: skipped, except on CI (CI=true), where it fails.
 """
 
 from __future__ import annotations
@@ -35,6 +35,10 @@ PY_ASYNC = ("import asyncio, sys\n"
             "async def main(args):\n"
             "    await asyncio.sleep(0)\n"
             "    return {'version': sys.version.split()[0], 'n': args.get('n')}\n")
+TYPESCRIPT = ("interface Args { n: number }\n"
+              "export function main(args: Args): { version: string; n: number } {\n"
+              "  return { version: process.version, n: args.n * 2 };\n"
+              "}\n")
 NODE_MODULE = ("import { setTimeout as sleep } from 'node:timers/promises';\n"
                "export default async function (args) {\n"
                "  await sleep(1);\n"
@@ -94,4 +98,5 @@ def test_each_version_runs_a_function_of_its_own(tag: str, prefixes: tuple[str, 
         status, body = run_once(tag, NODE_MODULE, {"n": 3})
         assert status == 200 and body["n"] == 3, body
         version = body["version"]
+        assert run_once(tag, TYPESCRIPT, {"n": 4}) == (200, {"version": version, "n": 8})
     assert version.startswith(prefixes), (tag, version)

@@ -468,8 +468,9 @@ async function importSource(filename, code, main) {
   try {
     namespace = await import(pathToFileURL(file).href);
   } catch (err) {
-    if (err instanceof SyntaxError) throw new InitFailure('compile', whereSyntaxFails(file, err));
-    throw err;
+    if (!(err instanceof SyntaxError)) throw err;
+    const notJavaScript = () => new InitFailure('compile', whereSyntaxFails(file, err));
+    return runCommonJS(fromTypeScript(code, filename, notJavaScript), filename, main); // TypeScript with imports
   }
   return exported(namespace, main);
 }
@@ -489,7 +490,8 @@ const NAME = '[\\p{ID_Start}$_][\\p{ID_Continue}$\\u200c\\u200d]*';
 const DOTTED_NAME = new RegExp(`^${NAME}(\\.${NAME})*$`, 'u');
 
 /** Plain-text code, run as OpenWhisk's Node runtime does: in a function that returns `main`,
- * else module.exports.main or exports.main (`global.main` is found by the first lookup). */
+ * else module.exports.main or exports.main (`global.main` is found by the first lookup). Code
+ * that is an ES module is imported; code that is neither, TypeScript, is transpiled. */
 function loadSource({ root, entry, main }) {
   if (!DOTTED_NAME.test(main)) { // it is pasted into code below
     throw new InitFailure('start', `Action entrypoint '${main}' is not a function.`);
@@ -503,27 +505,56 @@ function loadSource({ root, entry, main }) {
   }
   if (code.startsWith('\ufeff')) code = code.slice(1);
   if (code.startsWith('#!')) code = '//' + code; // a shebang is a syntax error in a function body
+  try {
+    return runCommonJS(code, filename, main);
+  } catch (err) {
+    if (isModuleSyntax(err)) return importSource(filename, code, main); // `export function main`, `import x from`
+    if (err instanceof SyntaxError) return runCommonJS(fromTypeScript(code, filename, () => err), filename, main);
+    throw err;
+  }
+}
+
+function runCommonJS(code, filename, main) {
   const body = `${code}
 ;try { return ${main}; } catch (e) {
   if (e.name === 'ReferenceError') return module.exports.${main} || exports.${main};
   throw e;
 }`;
   const params = ['exports', 'require', 'module', '__filename', '__dirname'];
-  let wrapper;
-  try {
-    wrapper = vm.compileFunction(body, params, {
-      filename,
-      importModuleDynamically: vm.constants?.USE_MAIN_CONTEXT_DEFAULT_LOADER, // import() as in a file
-    });
-  } catch (err) {
-    if (isModuleSyntax(err)) return importSource(filename, code, main); // `export function main`, `import x from`
-    throw err;
-  }
+  const wrapper = vm.compileFunction(body, params, {
+    filename,
+    importModuleDynamically: vm.constants?.USE_MAIN_CONTEXT_DEFAULT_LOADER, // import() as in a file
+  });
   const dirname = path.dirname(filename);
   const mod = new Module(filename, null);
   mod.filename = filename;
   mod.paths = Module._nodeModulePaths(dirname);
   return wrapper.call(mod.exports, mod.exports, Module.createRequire(filename), mod, filename, dirname);
+}
+
+let esbuild; // the transpiler (ACTIONPROXY_NODE_MODULES), loaded with the first TypeScript
+
+/** TypeScript (types, interfaces, enums, `import`/`export`) as CommonJS JavaScript, by esbuild;
+ * a syntax error names its line. Without esbuild, the error `otherwise()` gives (the code is
+ * no JavaScript, and cannot be tried as TypeScript). */
+function fromTypeScript(code, filename, otherwise) {
+  if (esbuild === undefined) {
+    try {
+      esbuild = require(require.resolve('esbuild', { paths: [process.env.ACTIONPROXY_NODE_MODULES || __dirname] }));
+    } catch {
+      esbuild = null;
+    }
+  }
+  if (esbuild === null) throw otherwise();
+  try {
+    return esbuild.transformSync(code, { loader: 'ts', format: 'cjs', sourcefile: filename,
+                                         target: `node${process.versions.node.split('.')[0]}` }).code;
+  } catch (err) {
+    const first = err.errors && err.errors[0];
+    if (!first || !first.location) throw err;
+    const { file, line, column, lineText } = first.location;
+    throw new InitFailure('compile', `${file}:${line}:${column + 1}: SyntaxError: ${first.text}\n    ${lineText}`);
+  }
 }
 
 /** An extracted archive: `main` is `fn`, or `module.fn[.more]` naming the file to require. */
