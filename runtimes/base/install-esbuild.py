@@ -42,12 +42,15 @@ def install(name: str, prefix: Path, context: ssl.SSLContext) -> None:
         raise SystemExit(f"install-esbuild: {name} {VERSION} does not match the registry's {algorithm}")
     target = prefix / "node_modules" / name
     shutil.rmtree(target, ignore_errors=True)
-    with tarfile.open(fileobj=io.BytesIO(tarball)) as archive:
-        for member in archive.getmembers():
-            if not member.name.startswith("package/"):
+    with tarfile.open(fileobj=io.BytesIO(tarball)) as archive:  # files only, inside target: written by hand
+        for member in archive.getmembers():  # (tarfile's extraction filters are newer than some Pythons 3.11)
+            parts = Path(member.name).parts
+            if not member.isfile() or parts[:1] != ("package",) or ".." in parts or len(parts) < 2:
                 continue
-            member.name = member.name[len("package/"):]
-            archive.extract(member, target, filter="data")
+            path = target.joinpath(*parts[1:])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(archive.extractfile(member).read())
+            path.chmod(0o755 if member.mode & 0o111 else 0o644)
 
 
 def main() -> None:
