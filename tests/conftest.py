@@ -205,19 +205,20 @@ def _docker_problem() -> str | None:
 
 
 @functools.cache
-def _image_problem(runtime: str) -> str | None:
-    if docker("image", "inspect", "--format", "{{.Id}}", image(runtime), check=False).returncode != 0:
-        return f"image {image(runtime)} is missing: build the images first (`make images`)"
+def _image_problem(tag: str) -> str | None:
+    if docker("image", "inspect", "--format", "{{.Id}}", tag, check=False).returncode != 0:
+        return f"image {tag} is missing: build the images first (`make images`)"
     return None
 
 
-def require_docker(*runtimes: str, compose: bool = False) -> None:
-    """Docker, the images of `runtimes` (and docker-compose) or: skip, or on CI (CI=true) fail.
+def require_docker(*runtimes: str, compose: bool = False, tags: tuple[str, ...] = ()) -> None:
+    """Docker, the images of `runtimes` and the image `tags` (and docker-compose) or: skip, or
+    on CI (CI=true) fail.
 
     This is the only skip of the suite."""
     problems = [_docker_problem()]
     if problems[0] is None:
-        problems += [_image_problem(runtime) for runtime in runtimes]
+        problems += [_image_problem(tag) for tag in (*map(image, runtimes), *tags)]
     if compose and DOCKER_COMPOSE is None:
         problems.append("docker-compose (v1) is not installed")
     reason = "; ".join(p for p in problems if p)

@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
+
+from actionproxy.executor.process import free_port
 
 SENTINEL = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX"
 READY_WITHIN = 60.0  # seconds a function may take to load
@@ -113,12 +114,6 @@ def show(status: int, raw: bytes) -> int:
         return 1
     print(json.dumps(result, indent=2 if sys.stdout.isatty() else None, ensure_ascii=False))
     return 0 if status == 200 and not (isinstance(result, dict) and "error" in result) else 1
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_here(args: argparse.Namespace) -> int:

@@ -61,6 +61,16 @@ def _health(port: int) -> int:
     return connection.getresponse().status
 
 
+def answers(sock: socket.socket, n: int) -> bytes:
+    """Read until `n` whole 200 answers with JSON bodies have come."""
+    received = b""
+    while received.count(b"HTTP/1.1 200 OK") < n or not received.endswith(b"}"):
+        chunk = sock.recv(65536)
+        assert chunk, received
+        received += chunk
+    return received
+
+
 def stop(server: subprocess.Popen) -> int:
     server.send_signal(signal.SIGTERM)
     return server.wait(30)
@@ -151,11 +161,7 @@ def test_pipelined_requests_are_answered_in_order(tmp_path: Path) -> None:
                 requests += (b"POST /run HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                              b"Content-Length: %d\r\n\r\n" % len(body)) + body
             sock.sendall(requests)
-            received = b""
-            while received.count(b"HTTP/1.1 200") < 3 or not received.endswith(b"}"):
-                chunk = sock.recv(65536)
-                assert chunk, received
-                received += chunk
+            received = answers(sock, 3)
         assert [json.loads(part.split(b"\r\n\r\n", 1)[1].split(b"HTTP/1.1")[0])["i"]
                 for part in received.split(b"HTTP/1.1 200")[1:]] == [0, 1, 2]
     finally:
@@ -195,6 +201,7 @@ def test_deadlines_are_read_against_the_proxys_start_on_both_servers(tmp_path: P
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         assert run(connection, {})[2] is None  # the plain server
         passed = json.dumps({"value": {}, "deadline": str(int(time.time() * 1000) + 1)}).encode()
+        time.sleep(0.01)  # the deadline is past when the request arrives (it came after the proxy's start)
         late = (502, {"error": "The action did not finish by its deadline and it was cancelled."})
         status, body, _ = run(connection, None, body=passed)
         assert (status, json.loads(body)) == late
@@ -217,11 +224,7 @@ def test_pipelined_big_requests_behind_a_slow_one_are_all_answered(tmp_path: Pat
             requests = b"".join(b"POST /run HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
                                 for body in bodies)
             sock.sendall(requests)
-            received = b""
-            while received.count(b"HTTP/1.1 200 OK") < 8 or not received.endswith(b"}"):
-                chunk = sock.recv(65536)
-                assert chunk, received
-                received += chunk
+            received = answers(sock, 8)
         assert received.count(b'{"slept":0}') == 7 and received.index(b'{"slept":1}') < received.index(b'{"slept":0}')
     finally:
         assert stop(server) == 0

@@ -15,7 +15,6 @@ was in flight with it fails with `command exited`.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from typing import Any, Callable
 
@@ -29,31 +28,19 @@ from actionproxy.executor import InitError
 from actionproxy.executor.executables import child_env
 from actionproxy.executor.fdio import FdReader
 from actionproxy.executor.options import AppOptions
-from actionproxy.executor.process import ProcessHandle, spawn_plain
+from actionproxy.executor.process import Abortable, ProcessHandle, free_port, spawn_plain
 
 HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
                         "transfer-encoding", "upgrade"))  # not relayed; Content-Length is, as known
 POLL = 0.02  # seconds between looks while the app starts
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+class App(Abortable):
+    """The running server process, on its port: what the memory guard watches and may abort."""
 
-
-class App:
-    """The running server process: what the memory guard watches and may abort."""
-
-    def __init__(self, handle: ProcessHandle, port: int) -> None:
-        self.handle = handle
-        self.pid = handle.pid
+    def __init__(self, process: ProcessHandle, port: int) -> None:
+        super().__init__(process)
         self.port = port
-        self.aborted: str | None = None  # why the proxy killed it, for the activations it fails
-
-    def abort(self, message: str) -> None:
-        self.aborted = message
-        self.handle.kill()
 
 
 class HttpAppExecutor:
@@ -80,7 +67,7 @@ class HttpAppExecutor:
 
     async def _app_up(self) -> App:
         """The app, started (again) if it is not running; one start however many wait."""
-        if self._app is not None and self._app.handle.alive:
+        if self._app is not None and self._app.process.alive:
             return self._app
         if self._starting is None:
             self._starting = asyncio.ensure_future(self._start())
@@ -126,7 +113,7 @@ class HttpAppExecutor:
         if self._closed or app is not self._app:
             return
         self.restarts += 1
-        log.warning(f"the app (pid {app.pid}) ended ({app.handle.exited.result()}); it is started again "
+        log.warning(f"the app (pid {app.pid}) ended ({app.process.exited.result()}); it is started again "
                     f"for the next activation")
 
     @staticmethod
@@ -134,9 +121,9 @@ class HttpAppExecutor:
         return f"http://127.0.0.1:{app.port}{path}"
 
     def _failed(self, app: App | None, exc: BaseException) -> ActivationResult:
-        if app is not None and app.aborted is not None:
-            return errors.error(502, app.aborted)
-        detail = app.handle.exited.result() if app is not None and app.handle.exited.done() else str(exc) or repr(exc)
+        if app is not None and app.verdict is not None:
+            return errors.error(502, app.verdict)
+        detail = app.process.exited.result() if app is not None and app.process.exited.done() else str(exc) or repr(exc)
         return errors.command_exited(f"the app: {detail}")
 
     def _timeout(self, activation: Activation) -> Any:
@@ -208,12 +195,12 @@ class HttpAppExecutor:
             return self._failed(app, exc)
 
     def watched(self) -> list[App]:
-        return [self._app] if self._app is not None and self._app.handle.alive else []
+        return [self._app] if self._app is not None and self._app.process.alive else []
 
     def close(self) -> None:
         self._closed = True
         if self._app is not None:
-            self._app.handle.kill()
+            self._app.process.kill()
         if self._session is not None:
             asyncio.ensure_future(self._session.close())
 

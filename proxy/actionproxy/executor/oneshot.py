@@ -23,7 +23,7 @@ from actionproxy.envvars import first_unexportable
 from actionproxy.executor.deadlines import DeadlineWheel
 from actionproxy.executor.fdio import FdReader, FdWriter
 from actionproxy.executor.executables import child_env
-from actionproxy.executor.process import ProcessHandle, spawn_plain
+from actionproxy.executor.process import Abortable, ProcessHandle, spawn_plain
 from actionproxy.tracecontext import FIELDS
 
 MAX_ARG = 131071  # Linux MAX_ARG_STRLEN - 1: a longer JSON goes on stdin only, as in the skeleton
@@ -80,19 +80,6 @@ class StdoutSplitter:
         return (self._last or b"").strip()
 
 
-class RunningExec:
-    """One running `exec`, as the memory guard sees it."""
-
-    def __init__(self, process: ProcessHandle) -> None:
-        self.pid = process.pid
-        self._process = process
-        self.verdict: str | None = None
-
-    def abort(self, message: str) -> None:
-        self.verdict = message
-        self._process.kill()
-
-
 class OneshotExecutor:
     def __init__(self, options: OneshotOptions, passthrough: Callable[[bool, bytes], None]) -> None:
         self._options = options
@@ -102,7 +89,7 @@ class OneshotExecutor:
         self._env: dict[str, str] = {}
         self._slots: asyncio.Semaphore | None = None
         self._deadlines: DeadlineWheel | None = None
-        self._running: set[RunningExec] = set()
+        self._running: set[Abortable] = set()
         self._closed = False
 
     async def init(self, source: ActionSource, env: dict[str, str]) -> None:
@@ -136,7 +123,7 @@ class OneshotExecutor:
             activation.logs.add(True, f"Cannot start the action: {exc}\n".encode(), self._log_bytes)
             return errors.error(502, errors.COMPILE_FAILED)
         process = ProcessHandle(loop, child.pid, own_child=True)
-        running = RunningExec(process)
+        running = Abortable(process)
         self._running.add(running)
         stdout = StdoutSplitter(activation, self._log_bytes, self._options.max_line)
         eofs = [loop.create_future(), loop.create_future()]
@@ -192,7 +179,7 @@ class OneshotExecutor:
             activation.logs.add(True, f"The action's process ended: {detail}.\n".encode(), limit)
         return errors.not_a_dict()
 
-    def watched(self) -> list[RunningExec]:
+    def watched(self) -> list[Abortable]:
         return list(self._running)
 
     restarts = 0  # nothing lives between activations

@@ -163,7 +163,8 @@ class ChannelPool:
         if activation.deadline is not None and activation.deadline <= self._loop.time():
             return errors.deadline_passed(killed=False)
         entry = _Entry(activation, self._loop.create_future())
-        activation.abandon = functools.partial(self._client_left, entry)
+        if activation.on_chunk is not None:  # a stream's reader may leave before it ends
+            activation.abandon = functools.partial(self._client_left, entry)
         channel = None if self._queue else self._free_channel()
         if channel is not None:
             self._send(entry, channel)

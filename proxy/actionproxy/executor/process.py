@@ -162,3 +162,26 @@ class ProcessHandle:
                 signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+class Abortable:
+    """A running process as the memory guard sees it: its pid, and a kill that says why (the
+    verdict the activations it fails are answered with)."""
+
+    def __init__(self, process: ProcessHandle) -> None:
+        self.pid = process.pid
+        self.process = process
+        self.verdict: str | None = None
+
+    def abort(self, message: str) -> None:
+        self.verdict = message
+        self.process.kill()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (for a child server told its PORT)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -63,8 +63,8 @@ def spawn_stem_cell(config: Config, socket_path: str) -> SpawnedProcess:
     env = proxy_environ()
     env["__OW_WAIT_FOR_ACK"] = "1"
     env["ACTIONPROXY_WORKER_SOCKET"] = socket_path
-    # where the Node.js launcher finds esbuild (TypeScript): beside the proxy's own install
-    env.setdefault("ACTIONPROXY_NODE_MODULES", os.path.join(sys.prefix, "node_modules"))
+    if config.runtime == "nodejs":  # where its launcher finds esbuild (TypeScript): beside the proxy
+        env.setdefault("ACTIONPROXY_NODE_MODULES", os.path.join(sys.prefix, "node_modules"))
     # a dedicated image on one CPU: the action comes at once, so the launcher's prewarming of
     # the event loop would only take CPU from the proxy's start (a def main never needs it)
     single_cpu = len(os.sched_getaffinity(0)) == 1
