@@ -22,6 +22,10 @@ class FakeChannel:
         self.dead: asyncio.Future[str] = loop.create_future()
 
     @property
+    def serial(self) -> bool:
+        return self.capacity != 0
+
+    @property
     def has_room(self) -> bool:
         return not self.dead.done() and len(self.inflight) < self.capacity
 

@@ -9,6 +9,7 @@ the child writes to its stdout/stderr pipes while that activation runs).
 from __future__ import annotations
 
 import asyncio
+import struct
 from typing import Callable
 
 import orjson
@@ -18,6 +19,7 @@ from actionproxy.activation import Activation, ActivationResult
 from actionproxy.executor.futures import settle
 from actionproxy.executor import frames
 from actionproxy.executor.fdio import FdReader, FdWriter
+from actionproxy.executor.pace import Pace
 from actionproxy.executor.process import ProcessHandle
 
 
@@ -29,6 +31,10 @@ class ProtocolError(Exception):
 
 
 STREAM_END = b"{}"  # the result that ends a streamed one (docs/PROTOCOL.md)
+# what an activation queued behind another in a serial process gets when that process dies: it
+# never started, so the pool runs it elsewhere (compared by identity, never sent to a client)
+NOT_STARTED = ActivationResult(502, b'{"error":"the process ended before this activation started"}')
+TIME = struct.Struct(">I")
 
 
 class Pending:
@@ -51,6 +57,8 @@ class ActionLoopChannel:
         self.process = process
         self.protocol = protocol  # None until the ack line has been read
         self.capacity = 1
+        # the worker pool's pace: how many a forked worker may hold (1 without one)
+        self.pace: Pace | None = None
         self.inflight: dict[int, Pending] = {}
         self.dead: asyncio.Future[str] = loop.create_future()
         self.ack: asyncio.Future[dict] = loop.create_future()
@@ -62,7 +70,7 @@ class ActionLoopChannel:
         self._next_id = 1
         self._lines = bytearray()
         self._decoder = frames.FrameDecoder()
-        self._cancelling: dict[int, asyncio.TimerHandle] = {}
+        self._cancelling: dict[int, asyncio.TimerHandle | None] = {}
         self._writer = FdWriter(loop, requests_fd, lambda: self._die("the process stopped reading its requests"))
         self._logs = [FdReader(loop, fd, self._log_reader(fd == stderr_fd), lambda: None)
                       for fd in (stdout_fd, stderr_fd) if fd >= 0]
@@ -77,8 +85,18 @@ class ActionLoopChannel:
         return not self.dead.done()
 
     @property
+    def serial(self) -> bool:
+        """Runs its activations one after another, in the order sent (a v1 process, a forked
+        worker): the oldest in flight is the one running, the others wait their turn."""
+        return self.capacity != 0
+
+    @property
     def has_room(self) -> bool:
-        return self.alive and (self.capacity == 0 or len(self.inflight) < self.capacity)
+        if not self.alive:
+            return False
+        if self.pace is not None:
+            return len(self.inflight) < min(self.capacity, self.pace.depth)
+        return self.capacity == 0 or len(self.inflight) < self.capacity
 
     def assume_v1(self) -> None:
         """No ack came within the start grace: the child speaks v1 without one."""
@@ -117,17 +135,19 @@ class ActionLoopChannel:
 
     def abandon(self, activation: Activation, grace: float) -> bool:
         """Give up on an activation (deadline). True if its process had to be killed."""
+        if self.serial:
+            self._results.drain()  # a result already written says which one is running now
         ident = next((i for i, p in self.inflight.items() if p.activation is activation), None)
         if ident is None:
             return False
-        if self.capacity == 1:
+        if self.serial and ident == next(iter(self.inflight)):  # it is the one running
             self._drain_logs()  # its logs so far stay with it
-            del self.inflight[ident]
             self._die("killed at its activation's deadline")
             return True
         del self.inflight[ident]
         self.send(frames.CANCEL, b"", ident)
-        self._cancelling[ident] = self._loop.call_later(grace, self._cancel_ignored, ident)
+        # a serial process skips it when it gets there, however long the run before it takes
+        self._cancelling[ident] = None if self.serial else self._loop.call_later(grace, self._cancel_ignored, ident)
         return False
 
     def kill(self, reason: str) -> None:
@@ -210,6 +230,10 @@ class ActionLoopChannel:
         if kind == frames.CHUNK:
             self._on_chunk(ident, payload)
             return
+        if kind == frames.TIME:
+            if self.pace is not None:
+                self.pace.observe(TIME.unpack(payload)[0] / 1e6)
+            return
         if kind == frames.INIT_DONE:
             reply = orjson.loads(payload)
             if not isinstance(reply, dict):
@@ -281,11 +305,13 @@ class ActionLoopChannel:
             reader.close()
         self._writer.close()
         for timer in self._cancelling.values():
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
         self._cancelling.clear()
         pending, self.inflight = self.inflight, {}
-        for item in pending.values():
-            settle(item.future, result or errors.command_exited(detail))
+        for n, item in enumerate(pending.values()):
+            queued = self.serial and n > 0  # it never started: the pool runs it elsewhere
+            settle(item.future, NOT_STARTED if queued else result or errors.command_exited(detail))
         for future in (self.ack, self.init_done):
             if not future.done():
                 future.set_exception(ChannelDied(detail))

@@ -25,6 +25,7 @@ STDOUT = ord("O")
 STDERR = ord("E")
 WORKER_EXIT = ord("W")
 CHUNK = ord("S")
+TIME = ord("T")
 
 
 class FrameError(Exception):

@@ -7,7 +7,8 @@ The launcher process is started before `/init` (a "stem cell" with its runtime i
   a crash fails only the activations of its own launcher;
 - sync: it is a zygote; each FORK frame forks a worker from the loaded action, which
   connects back to our Unix socket and runs one activation at a time. Workers are added on
-  demand up to the configured maximum, and a stuck one is killed alone.
+  demand up to the configured maximum, and a stuck one is killed alone. A zygote that says
+  `"pipeline": true` has workers that take several RUNs in turn (their pace decides how many).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from actionproxy.executor.channel import ActionLoopChannel, ChannelDied
 from actionproxy.executor.pool import ChannelPool
 from actionproxy.executor.process import ProcessHandle, SpawnedProcess, stat_fields
 from actionproxy.executor.options import LauncherOptions
+from actionproxy.executor.pace import MAX_DEPTH, Pace
 from actionproxy.executor.stemcell import worker_socket_path
 
 FORK_TIMEOUT = 10.0
@@ -56,6 +58,7 @@ class LauncherExecutor:
         self._listener: socket.socket | None = None
         self._forks: collections.deque[asyncio.Future[tuple[int, int]]] = collections.deque()
         self._zygote_restarts = 0
+        self._pace: Pace | None = None  # the workers' pace, if they take RUNs in turn
 
     # ------------------------------------------------------------------ loading
     def _channel(self, child: SpawnedProcess) -> ActionLoopChannel:
@@ -107,6 +110,8 @@ class LauncherExecutor:
                 self._pool.adopt(one)
             return
         self._zygote = channel
+        if reply.get("pipeline") is True:
+            self._pace = Pace()
         channel.on_worker_exit = self._worker_exited
         self._listen()
         self._pool = ChannelPool(self._fork_worker, self._limits.processes, grace)
@@ -174,7 +179,8 @@ class LauncherExecutor:
         channel = ActionLoopChannel(loop, ProcessHandle(loop, pid, own_child=False), fd, os.dup(fd),
                                     self._limits.log_bytes, protocol=2, trusted=True,
                                     passthrough=self._passthrough)
-        channel.capacity = 1
+        if self._pace is not None:
+            channel.capacity, channel.pace = MAX_DEPTH, self._pace
         return channel
 
     # ------------------------------------------------------------------ running

@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import itertools
 from typing import Awaitable, Callable
 
 from actionproxy.diagnostics import log
 from actionproxy import errors
 from actionproxy.activation import Activation, ActivationResult
 from actionproxy.executor.futures import settle
-from actionproxy.executor.channel import ActionLoopChannel
+from actionproxy.executor.channel import NOT_STARTED, ActionLoopChannel
 from actionproxy.executor.deadlines import DeadlineWheel
 
 StartChannel = Callable[[], Awaitable[ActionLoopChannel]]
@@ -29,9 +30,11 @@ GROW_AFTER = 0.005  # seconds activations wait for a busy process before another
 class _Entry:
     """One activation in the pool: its answer, and the channel it was sent to (None: queued)."""
 
-    __slots__ = ("activation", "answer", "channel")
+    __slots__ = ("activation", "answer", "channel", "arrival")
+    arrivals = itertools.count()
 
     def __init__(self, activation: Activation, answer: asyncio.Future[ActivationResult]) -> None:
+        self.arrival = next(self.arrivals)  # its place in line, kept if it has to queue again
         self.activation = activation
         self.answer = answer
         self.channel: ActionLoopChannel | None = None
@@ -50,6 +53,7 @@ class ChannelPool:
         self._grow_timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._deadlines = DeadlineWheel(self._loop)
+        self._filling: ActionLoopChannel | None = None  # the serial channel last sent to
         self.restarts = 0
 
     def adopt(self, channel: ActionLoopChannel) -> None:
@@ -121,25 +125,50 @@ class ChannelPool:
 
     # ------------------------------------------------------------------ running
     def _free_channel(self) -> ActionLoopChannel | None:
-        """The channel with room and the fewest activations in flight (async launchers share
-        the work; a sync worker with room has none)."""
+        """A channel with room. Async launchers share the work: the one with the fewest in
+        flight. Serial processes that may hold several (forked workers at a fast pace) fill
+        up in turn: the one being filled, else the busiest with room, so that one wake-up
+        runs many."""
+        last = self._filling
+        if last is not None and last.inflight and last.has_room:
+            return last
         free = None
         for channel in self.channels:
-            if channel.has_room and (free is None or len(channel.inflight) < len(free.inflight)):
+            if not channel.has_room:
+                continue
+            if free is None:
                 free = channel
-                if not channel.inflight:
-                    break
+            elif channel.serial:
+                if len(channel.inflight) > len(free.inflight):
+                    free = channel
+            elif len(channel.inflight) < len(free.inflight):
+                free = channel
+            if not channel.serial and not channel.inflight:
+                break
         return free
 
     def _send(self, entry: _Entry, channel: ActionLoopChannel) -> None:
         """Taking the slot and sending the activation are one step: no await between them."""
         entry.channel = channel
+        if channel.serial:
+            self._filling = channel
         channel.submit(entry.activation).add_done_callback(lambda done: self._finished(entry, done))
 
     def _finished(self, entry: _Entry, done: asyncio.Future[ActivationResult]) -> None:
-        if not done.cancelled():
+        if done.cancelled():
+            pass
+        elif done.result() is NOT_STARTED:  # its process died before its turn: back in line
+            entry.channel = None
+            if not entry.answer.done():
+                self._requeue(entry)
+        else:
             settle(entry.answer, done.result())
         self._dispatch()
+
+    def _requeue(self, entry: _Entry) -> None:
+        """In its place by arrival: ahead of everyone who came after it."""
+        place = next((i for i, other in enumerate(self._queue) if other.arrival > entry.arrival), len(self._queue))
+        self._queue.insert(place, entry)
 
     def _dispatch(self) -> None:
         """Hand free slots to the queue, oldest first."""

@@ -6,7 +6,9 @@ Life of the process (docs/PROTOCOL.md has the wire format):
 2. load the user's code (env exported first), answer INIT_DONE with the mode:
    - "async" (`async def main`): activations run as tasks on this process's event loop;
    - "sync" (`def main`): this process becomes a zygote and forks one worker per FORK frame;
-     each worker connects to the proxy's Unix socket and runs one activation at a time.
+     each worker connects to the proxy's Unix socket and runs one activation at a time, taking
+     the RUNs the proxy queued for it in turn (INIT_DONE says "pipeline": the proxy may queue
+     several) and reporting each run's duration in a TIME frame.
 
 Output written through sys.stdout/sys.stderr inside an activation is attributed to it
 (contextvars) and framed with its id; output outside any activation goes to fd 1/2 as is.
@@ -24,6 +26,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 import traceback
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -39,11 +42,12 @@ except ImportError:
     parse_json = json.loads
 
 HEADER = struct.Struct(">BII")
+MICROSECONDS = struct.Struct(">I")
 TRACE_FIELDS = ("traceparent", "tracestate")
 READ_CHUNK = 256 * 1024
 INIT, RUN, CANCEL, FORK = ord("I"), ord("R"), ord("C"), ord("F")
 INIT_DONE, DONE, FAILED, STDOUT, STDERR = ord("K"), ord("D"), ord("X"), ord("O"), ord("E")
-WORKER_EXIT, CHUNK = ord("W"), ord("S")
+WORKER_EXIT, CHUNK, TIME = ord("W"), ord("S"), ord("T")
 LOG_FLUSH_BYTES = 64 * 1024
 ENTRY_MODULE = "main__"
 WORKER_SOCKET = ""
@@ -52,9 +56,10 @@ WORKER_SOCKET = ""
 class Activation:
     """What one running activation owns: its id, its `__OW_*` values and its pending logs."""
 
-    __slots__ = ("ident", "env", "out", "err", "size")
+    __slots__ = ("ident", "env", "out", "err", "size", "started")
 
     def __init__(self, ident: int, env: dict[str, str]) -> None:
+        self.started = time.perf_counter()
         self.ident = ident
         self.env = env
         self.out: list[str] = []
@@ -125,8 +130,9 @@ class FrameChannel:
 class FrameReader:
     """Reads frames from a fd, blocking or fed by an event loop, with one shared buffer."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, sock: socket.socket | None = None) -> None:
         self.fd = fd
+        self.sock = sock  # a worker's connection: read without waiting too (poll)
         self.buf = bytearray()
         self._chunk = bytearray(READ_CHUNK)  # reused: no fresh allocation per read
         self._view = memoryview(self._chunk)
@@ -151,6 +157,15 @@ class FrameReader:
     def feed(self) -> bool:
         """Read once; False at EOF."""
         size = os.readv(self.fd, [self._chunk])
+        self.buf += self._view[:size]
+        return size > 0
+
+    def poll(self) -> bool:
+        """Read what has arrived, without waiting; False at EOF."""
+        try:
+            size = self.sock.recv_into(self._chunk, 0, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return True
         self.buf += self._view[:size]
         return size > 0
 
@@ -300,9 +315,10 @@ def encode_result(result: Any) -> bytes:
 class ActionRunner:
     """Calls the user's function for one request and turns every outcome into frames."""
 
-    def __init__(self, main: Callable, channel: FrameChannel) -> None:
+    def __init__(self, main: Callable, channel: FrameChannel, timed: bool = False) -> None:
         self.main = main
         self.channel = channel
+        self.timed = timed  # a worker's: the proxy paces its queue by how long runs take
         self.in_flight: Callable[[], int] = lambda: 1  # activations not yet finished
 
     def begin(self, ident: int, payload: bytes) -> tuple[Activation, Any]:
@@ -347,7 +363,11 @@ class ActionRunner:
             frame = (FAILED, ident, json.dumps({"reason": "exit", "code": value}).encode())
         else:
             frame = (FAILED, ident, b'{"reason":"cancelled"}')
-        self.channel.send(*self.channel.flush_logs(activation), frame, last=self.in_flight() <= 1)
+        frames = self.channel.flush_logs(activation)
+        if self.timed:
+            took = round((time.perf_counter() - activation.started) * 1e6)
+            frames.append((TIME, ident, MICROSECONDS.pack(min(took, 0xFFFFFFFF))))
+        self.channel.send(*frames, frame, last=self.in_flight() <= 1)
 
 
 class BadRequest(Exception):
@@ -521,24 +541,47 @@ def serve_async(runner: ActionRunner, requests: FrameReader) -> None:
     loop.run_until_complete(done)
 
 
-def serve_sync(runner: ActionRunner, requests: FrameReader) -> None:
-    """One activation at a time, in this thread (a forked worker)."""
-    exported: set[str] = set()
-    for kind, ident, payload in requests:
-        if kind != RUN:
-            continue
+def take_requests(requests: FrameReader, waiting: dict[int, bytes], runner: ActionRunner) -> bool:
+    """Read RUNs into `waiting` (in order): at once if some already wait, else until some come.
+    A CANCEL drops a waiting RUN, answered as cancelled (the one running is killed instead).
+    False at end-of-file."""
+    while True:
+        more = requests.poll() if waiting else requests.feed()
+        for kind, ident, payload in requests.parse():
+            if kind == RUN:
+                waiting[ident] = payload
+            elif kind == CANCEL and waiting.pop(ident, None) is not None:
+                runner.channel.send((FAILED, ident, b'{"reason":"cancelled"}'))
+        if waiting or not more:
+            return more
+
+
+def export(environ: MutableMapping, previous: dict[str, str], values: dict[str, str]) -> dict[str, str]:
+    """Put an activation's context in the real environment, for subprocesses; the action itself
+    reads every value through the overlay, as in async mode. Only what changed is written
+    (each write is a putenv); a name the previous activation had and this one has not goes,
+    so that its context does not leak into this one."""
+    for key in previous.keys() - values.keys():
+        environ.pop(key, None)
+    for key, value in values.items():
+        if previous.get(key) != value:
+            environ[key] = value
+    return values
+
+
+def serve_sync(runner: ActionRunner, requests: FrameReader, environ: MutableMapping) -> None:
+    """One activation at a time, in this thread (a forked worker), in the order they came;
+    `environ` is the process's real environment."""
+    exported: dict[str, str] = {}
+    waiting: dict[int, bytes] = {}
+    while take_requests(requests, waiting, runner):
+        ident = next(iter(waiting))
+        payload = waiting.pop(ident)
         try:
             activation, value = runner.begin(ident, payload)
         except BadRequest:
             continue
-        # Really exported too, for subprocesses, where the environment can carry it; the action
-        # itself reads every value through the overlay, as in async mode. A name the previous
-        # activation exported and this one does not must go: its context must not leak here.
-        exporting = {k: v for k, v in activation.env.items() if exportable(k, v)}
-        for key in exported - exporting.keys():
-            del os.environ[key]
-        os.environ.update(exporting)
-        exported = set(exporting)
+        exported = export(environ, exported, {k: v for k, v in activation.env.items() if exportable(k, v)})
         token = current.set(activation)
         try:
             result = runner.main(value)
@@ -558,7 +601,7 @@ def serve_sync(runner: ActionRunner, requests: FrameReader) -> None:
             current.reset(token)
 
 
-def fork_worker(main: Callable) -> None:
+def fork_worker(main: Callable, environ: MutableMapping) -> None:
     """Zygote side of FORK: the child connects back to the proxy and serves until EOF."""
     pid = os.fork()
     if pid:
@@ -572,10 +615,9 @@ def fork_worker(main: Callable) -> None:
         os.close(3)
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.connect(WORKER_SOCKET)
-        fd = conn.detach()
-        channel = FrameChannel(fd)
+        channel = FrameChannel(conn.fileno())
         install_streams(channel)
-        serve_sync(ActionRunner(main, channel), FrameReader(fd))
+        serve_sync(ActionRunner(main, channel, timed=True), FrameReader(conn.fileno(), conn), environ)
     except BaseException:
         traceback.print_exc()
     finally:
@@ -616,7 +658,8 @@ def main() -> None:
     WORKER_SOCKET = os.environ.pop("ACTIONPROXY_WORKER_SOCKET", "")  # the proxy's, not the action's
     channel = FrameChannel(3)
     install_streams(channel)
-    os.environ = ActivationEnviron(os.environ)
+    environ = os.environ
+    os.environ = ActivationEnviron(environ)
     try:
         os.write(3, b'{"ok": true, "protocol": 2}\n')
     except BrokenPipeError:  # the proxy ended before it needed a launcher (a failed start)
@@ -643,7 +686,8 @@ def main() -> None:
         return
     sys.stdout.flush()
     mode = "async" if is_async(func) else "sync"
-    channel.send((INIT_DONE, 0, json.dumps({"ok": True, "mode": mode}).encode()))
+    reply = {"ok": True, "mode": mode, **({"pipeline": True} if mode == "sync" else {})}
+    channel.send((INIT_DONE, 0, json.dumps(reply).encode()))
     runner = ActionRunner(func, channel)
     if mode == "async":
         serve_async(runner, requests)
@@ -651,4 +695,4 @@ def main() -> None:
     signal.signal(signal.SIGCHLD, reap_workers)
     for kind, _, _ in requests:
         if kind == FORK:
-            fork_worker(func)
+            fork_worker(func, environ)
