@@ -7,6 +7,7 @@ import asyncio
 
 from actionproxy import errors
 from actionproxy.activation import Activation, ActivationResult
+from actionproxy.executor.channel import NOT_STARTED
 from actionproxy.executor.pool import ChannelPool
 
 
@@ -39,6 +40,13 @@ class FakeChannel:
     def finish(self) -> None:
         _, future = self.inflight.popitem()
         future.set_result(ActivationResult(200, b'{"ok":true}'))
+
+    def die(self) -> None:
+        """As a serial process's channel does: the running one fails, those behind it never ran."""
+        self.dead.set_result("crashed")
+        for n, future in enumerate(self.inflight.values()):
+            future.set_result(NOT_STARTED if n else errors.command_exited("crashed"))
+        self.inflight.clear()
 
     def abandon(self, activation: Activation, grace: float) -> bool:
         self.inflight.pop(id(activation), None)
@@ -107,6 +115,51 @@ def test_a_deadline_while_running_abandons_the_run() -> None:
         pool.adopt(channel)
         result = await pool.run(activation("slow", deadline=loop.time() + 0.05))
         assert result == errors.deadline_passed(killed=True) and channel.dead.done()
+        pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_serial_channels_that_may_hold_several_fill_one_before_the_next() -> None:
+    """One wake-up of a worker runs all it holds: the busiest with room is filled first."""
+    async def scenario() -> None:
+        first, second = FakeChannel(1), FakeChannel(2)
+        first.capacity = second.capacity = 3
+        pool = ChannelPool(lambda: asyncio.sleep(3600), 2, 0.1)
+        pool.adopt(first)
+        pool.adopt(second)
+        runs = [asyncio.ensure_future(pool.run(activation(f"a{i}"))) for i in range(4)]
+        await settle()
+        assert (first.sent, second.sent) == (["a0", "a1", "a2"], ["a3"])
+        for channel, held in ((first, 3), (second, 1)):
+            for _ in range(held):
+                channel.finish()
+        assert [r.status for r in await asyncio.gather(*runs)] == [200] * 4
+        pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_queued_ones_of_a_dead_worker_go_back_in_line_by_arrival() -> None:
+    """They never started: they run on another worker, ahead of those that came after them."""
+    async def scenario() -> None:
+        crashed, spare = FakeChannel(1), FakeChannel(2)
+        crashed.capacity = 3
+        pool = ChannelPool(lambda: asyncio.sleep(3600), 2, 0.1)
+        pool.adopt(crashed)
+        runs = [asyncio.ensure_future(pool.run(activation(f"a{i}"))) for i in range(5)]
+        await settle()
+        assert crashed.sent == ["a0", "a1", "a2"]
+        crashed.die()
+        await settle()
+        assert runs[0].result() == errors.command_exited("crashed")
+        pool.adopt(spare)
+        for _ in range(4):
+            await settle()
+            spare.finish()
+        await settle()
+        assert spare.sent == ["a1", "a2", "a3", "a4"]
+        assert [r.result().status for r in runs[1:]] == [200] * 4
         pool.close()
 
     asyncio.run(scenario())

@@ -19,7 +19,7 @@ from actionproxy.activation import Activation, ActivationResult
 from actionproxy.executor.futures import settle
 from actionproxy.executor import frames
 from actionproxy.executor.fdio import FdReader, FdWriter
-from actionproxy.executor.pace import Pace
+from actionproxy.executor.pace import JOIN_WITHIN, Pace
 from actionproxy.executor.process import ProcessHandle
 
 
@@ -59,6 +59,7 @@ class ActionLoopChannel:
         self.capacity = 1
         # the worker pool's pace: how many a forked worker may hold (1 without one)
         self.pace: Pace | None = None
+        self._turn_began = 0.0  # loop time the oldest in flight began its run (serial, roughly)
         self.inflight: dict[int, Pending] = {}
         self.dead: asyncio.Future[str] = loop.create_future()
         self.ack: asyncio.Future[dict] = loop.create_future()
@@ -95,7 +96,9 @@ class ActionLoopChannel:
         if not self.alive:
             return False
         if self.pace is not None:
-            return len(self.inflight) < min(self.capacity, self.pace.depth)
+            held = len(self.inflight)
+            return held == 0 or (held < min(self.capacity, self.pace.depth)
+                                 and self._loop.time() - self._turn_began < JOIN_WITHIN)
         return self.capacity == 0 or len(self.inflight) < self.capacity
 
     def assume_v1(self) -> None:
@@ -113,6 +116,8 @@ class ActionLoopChannel:
             future.set_result(errors.command_exited(self.dead.result()))
             return future
         idle = not self.inflight
+        if idle:
+            self._turn_began = self._loop.time()
         ident = self._take_id()
         self.inflight[ident] = Pending(activation, future)
         try:
@@ -249,6 +254,8 @@ class ActionLoopChannel:
         pending = self.inflight.pop(ident, None)
         if pending is None:
             return
+        if self.pace is not None:
+            self._turn_began = self._loop.time()  # the next in line starts now
         if kind == frames.DONE:
             result = _check_result(payload, validate=not self._trusted)
             if pending.chunks is not None and payload == STREAM_END:  # else an error ended the stream

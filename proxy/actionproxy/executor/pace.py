@@ -5,14 +5,16 @@ its socket, in order) lets it run them on one wake-up instead of one wake-up and
 switches each, which is most of what a fast function costs on a small container. The price is
 that those behind a run wait for it; so a worker gets as many as it runs in QUEUE_BUDGET at
 the pace its workers report (TIME frames, docs/PROTOCOL.md 3.11), and one at a time while any
-run among the last SLOW_MEMORY was slower than the budget. A function that takes a second
-gets one at a time, as it would without any of this.
+run among the last SLOW_MEMORY was slower than the budget; and none joins a worker whose
+current run has gone on for JOIN_WITHIN, so a run that turns slow gathers no queue while it
+lasts. A function that takes a second gets one at a time, as it would without any of this.
 """
 
 from __future__ import annotations
 
 QUEUE_BUDGET = 0.002  # seconds of work queued behind a worker's current run, at the usual pace
 MAX_DEPTH = 32
+JOIN_WITHIN = 0.01  # seconds: a worker whose current run is older takes no more for now
 SLOW_MEMORY = 64  # runs after a slow one before a worker may hold more than one again
 WEIGHT = 0.1  # of the newest run in the moving mean
 
