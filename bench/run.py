@@ -1,6 +1,6 @@
 """`make bench`: echo /run throughput and latency, large payloads, cold start, and 10,000 in flight.
 
-The proxy (async action, and sync action on forked workers) is measured against a bare
+The proxy (async action, sync action on forked workers, Node.js action) is measured against a bare
 aiohttp + uvloop server in the same run, point by point, so that the ratios hold on a noisy
 machine even when the absolute numbers do not. The server under test and everything it starts
 run on one CPU, like a 1-CPU function container; wrk and this script (the in-flight client)
@@ -29,6 +29,9 @@ from servers import BENCH, ROOT, Server, cpus, machine
 
 ACTIONS = {"proxy-async": BENCH / "actions" / "echo_async.py",
            "proxy-sync": BENCH / "actions" / "echo_sync.py"}
+# under load, Node.js too: (runtime, echo action) per proxy server
+LOAD_ACTIONS = {name: ("python", action) for name, action in ACTIONS.items()} | {
+    "proxy-node": ("nodejs", BENCH / "actions" / "echo.js")}
 LARGE_KIB = 256
 # (label, body, connections): small echo at three concurrencies, then 256 KiB at c=8 in two
 # shapes, because JSON parsing dominates one and moving bytes dominates the other
@@ -116,8 +119,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-bodies-") as tmp:
             try:
                 servers["bare"] = Server("bare", server_cpu)
-                for name, action in ACTIONS.items():
-                    servers[name] = Server("proxy", server_cpu, action)
+                for name, (runtime, action) in LOAD_ACTIONS.items():
+                    servers[name] = Server("proxy", server_cpu, action, runtime)
                 for server in servers.values():
                     server.wait_ready()
                 print(f"load: {args.seconds} s per point, servers on CPU {server_cpu}, wrk on CPU {client_cpu}",
