@@ -43,7 +43,8 @@ class FakeChannel:
 
     def die(self) -> None:
         """As a serial process's channel does: the running one fails, those behind it never ran."""
-        self.dead.set_result("crashed")
+        if not self.dead.done():
+            self.dead.set_result("crashed")
         for n, future in enumerate(self.inflight.values()):
             future.set_result(NOT_STARTED if n else errors.command_exited("crashed"))
         self.inflight.clear()
@@ -161,5 +162,22 @@ def test_the_queued_ones_of_a_dead_worker_go_back_in_line_by_arrival() -> None:
         assert spare.sent == ["a1", "a2", "a3", "a4"]
         assert [r.result().status for r in runs[1:]] == [200] * 4
         pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_at_close_the_queued_ones_of_a_worker_are_answered_not_queued_again() -> None:
+    """Closing kills the workers; what they held has nowhere to go and must not hang."""
+    async def scenario() -> None:
+        worker = FakeChannel(1)
+        worker.capacity = 3
+        pool = ChannelPool(lambda: asyncio.sleep(3600), 2, 0.1)
+        pool.adopt(worker)
+        runs = [asyncio.ensure_future(pool.run(activation(f"a{i}"))) for i in range(3)]
+        await settle()
+        pool.close()
+        worker.die()  # as the killed worker's channel answers what it held
+        answers = await asyncio.wait_for(asyncio.gather(*runs), 5)
+        assert answers == [errors.command_exited("crashed"), NOT_STARTED, NOT_STARTED]
 
     asyncio.run(scenario())

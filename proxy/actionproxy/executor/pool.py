@@ -157,7 +157,7 @@ class ChannelPool:
     def _finished(self, entry: _Entry, done: asyncio.Future[ActivationResult]) -> None:
         if done.cancelled():
             pass
-        elif done.result() is NOT_STARTED:  # its process died before its turn: back in line
+        elif done.result() is NOT_STARTED and not self._closed:  # its process died before its turn: back in line
             entry.channel = None
             if not entry.answer.done():
                 self._requeue(entry)
