@@ -9,7 +9,6 @@ the child writes to its stdout/stderr pipes while that activation runs).
 from __future__ import annotations
 
 import asyncio
-import struct
 from typing import Callable
 
 import orjson
@@ -34,7 +33,6 @@ STREAM_END = b"{}"  # the result that ends a streamed one (docs/PROTOCOL.md)
 # what an activation queued behind another in a serial process gets when that process dies: it
 # never started, so the pool runs it elsewhere (compared by identity, never sent to a client)
 NOT_STARTED = ActivationResult(502, b'{"error":"the process ended before this activation started"}')
-TIME = struct.Struct(">I")
 
 
 class Pending:
@@ -97,7 +95,7 @@ class ActionLoopChannel:
             return False
         if self.pace is not None:
             held = len(self.inflight)
-            return held == 0 or (held < min(self.capacity, self.pace.depth)
+            return held == 0 or (held < self.pace.depth  # never past MAX_DEPTH, the capacity
                                  and self._loop.time() - self._turn_began < JOIN_WITHIN)
         return self.capacity == 0 or len(self.inflight) < self.capacity
 
@@ -237,7 +235,7 @@ class ActionLoopChannel:
             return
         if kind == frames.TIME:
             if self.pace is not None:
-                self.pace.observe(TIME.unpack(payload)[0] / 1e6)
+                self.pace.observe(frames.MICROSECONDS.unpack(payload)[0] / 1e6)
             return
         if kind == frames.INIT_DONE:
             reply = orjson.loads(payload)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 HEADER = struct.Struct(">BII")
+MICROSECONDS = struct.Struct(">I")  # a TIME frame's payload: how long a run took
 MAX_PAYLOAD = 1 << 30
 MAX_ID = 0xFFFFFFFF
 

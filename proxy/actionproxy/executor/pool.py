@@ -136,15 +136,13 @@ class ChannelPool:
         for channel in self.channels:
             if not channel.has_room:
                 continue
-            if free is None:
-                free = channel
-            elif channel.serial:
-                if len(channel.inflight) > len(free.inflight):
+            if not channel.serial:
+                if not channel.inflight:
+                    return channel
+                if free is None or len(channel.inflight) < len(free.inflight):
                     free = channel
-            elif len(channel.inflight) < len(free.inflight):
+            elif free is None or len(channel.inflight) > len(free.inflight):
                 free = channel
-            if not channel.serial and not channel.inflight:
-                break
         return free
 
     def _send(self, entry: _Entry, channel: ActionLoopChannel) -> None:
@@ -155,14 +153,14 @@ class ChannelPool:
         channel.submit(entry.activation).add_done_callback(lambda done: self._finished(entry, done))
 
     def _finished(self, entry: _Entry, done: asyncio.Future[ActivationResult]) -> None:
-        if done.cancelled():
-            pass
-        elif done.result() is NOT_STARTED and not self._closed:  # its process died before its turn: back in line
-            entry.channel = None
-            if not entry.answer.done():
-                self._requeue(entry)
-        else:
-            settle(entry.answer, done.result())
+        if not done.cancelled():
+            result = done.result()
+            if result is NOT_STARTED and not self._closed:  # its process died before its turn
+                entry.channel = None
+                if not entry.answer.done():
+                    self._requeue(entry)
+            else:
+                settle(entry.answer, result)
         self._dispatch()
 
     def _requeue(self, entry: _Entry) -> None:
