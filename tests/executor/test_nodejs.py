@@ -597,3 +597,24 @@ def test_arrays_are_valid_results_and_inputs(start_proxy) -> None:
     assert proxy.run({}) == (200, ["a", "b"])
     assert proxy.run([1, "x", {"y": None}]) == (200, [1, "x", {"y": None}, "seen"])
     assert_quiet(proxy, 2)
+
+
+@pytest.mark.parametrize("size", [1, 3 << 20], ids=["small", "3MiB"])
+def test_text_of_every_width_crosses_intact(start_proxy, size: int) -> None:
+    """The launcher reads ASCII requests as Latin-1 (cheaper) and anything else as UTF-8, and
+    writes results of several buffers gathered: ASCII, Latin-1, CJK and emoji values, alone and
+    beside each other, small and several MiB (more than the pipe holds), come back unchanged,
+    also when they are in flight at once."""
+    proxy = started(node(start_proxy), "function main(args) {\n    return { echo: args.s, n: args.s.length };\n}\n")
+    texts = ["plain ascii", "café über", "数据流", "🙂 emoji", "ascii then é", "\x7f\x00 edges"]
+    values = [(text * (size // len(text.encode()) + 1)) for text in texts]
+
+    def run(value: str) -> tuple[int, Any]:  # raw UTF-8 on the wire, not \u escapes
+        status, body, _ = proxy.post("/run", json.dumps({"value": {"s": value}}, ensure_ascii=False).encode())
+        return status, body
+
+    with ThreadPoolExecutor(len(values)) as pool:
+        answers = list(pool.map(run, values))
+    for value, (status, body) in zip(values, answers):
+        assert status == 200 and body == {"echo": value, "n": len(value.encode("utf-16-le")) // 2}
+    assert_quiet(proxy, len(values))

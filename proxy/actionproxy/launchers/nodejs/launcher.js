@@ -22,12 +22,14 @@ const vm = require('vm');
 const Module = require('module');
 const { pathToFileURL } = require('url');
 const { AsyncLocalStorage } = require('async_hooks');
+const { isAscii } = require('buffer');
 
 const RESULTS_FD = 3;
 const HEADER_SIZE = 9;
 const INIT = 0x49, RUN = 0x52, CANCEL = 0x43;
 const INIT_DONE = 0x4b, DONE = 0x44, FAILED = 0x58, STDOUT = 0x4f, STDERR = 0x45, CHUNK = 0x53;
 const LOG_FLUSH_BYTES = 64 * 1024;
+const IOV_MAX = 1024; // buffers one writev takes (Linux)
 const CANCELLED = Buffer.from('{"reason":"cancelled"}');
 const BAD_RESULT = Buffer.from('{"reason":"result"}');
 const ZIP_WITHOUT_ENTRY = 'Zipped actions must contain either package.json or index.js at the root.';
@@ -65,23 +67,26 @@ function send(parts, now) {
 function flush() {
   flushScheduled = false;
   if (blocked || outgoing.length === 0) return;
-  const data = outgoing.length === 1 ? outgoing[0] : Buffer.concat(outgoing);
-  outgoing.length = 0;
-  writeResults(data);
+  writeResults(outgoing.splice(0));
 }
 
-function writeResults(data) {
-  let offset = 0;
-  while (offset < data.length) {
+/** Writes the buffers in order, gathered (writev: a megabyte result is not copied on its way). */
+function writeResults(parts) {
+  let index = 0;
+  while (index < parts.length) {
+    let written;
     try {
-      offset += fs.writeSync(RESULTS_FD, data, offset);
+      written = parts.length - index === 1 ? fs.writeSync(RESULTS_FD, parts[index])
+        : fs.writevSync(RESULTS_FD, parts.slice(index, index + IOV_MAX));
     } catch (err) {
       if (err.code !== 'EAGAIN') realExit(1); // the proxy is gone: nobody reads our results
-      outgoing.unshift(data.subarray(offset));
+      outgoing.unshift(...parts.slice(index));
       blocked = true;
       setTimeout(unblock, 1); // fd 3 is normally blocking; this only guards a non-blocking one
       return;
     }
+    while (index < parts.length && written >= parts[index].length) written -= parts[index++].length;
+    if (written > 0) parts[index] = parts[index].subarray(written);
   }
 }
 
@@ -186,10 +191,15 @@ function contextEnv(request) {
   return env;
 }
 
+/** UTF-8 to a string; ASCII (most JSON) as Latin-1, the same characters for a third of the cost. */
+function decode(bytes) {
+  return isAscii(bytes) ? bytes.toString('latin1') : bytes.toString('utf8');
+}
+
 function startActivation(id, payload, handler) {
   let request;
   try {
-    request = JSON.parse(payload.toString('utf8'));
+    request = JSON.parse(decode(payload));
     if (request === null || typeof request !== 'object' || Array.isArray(request)) {
       throw new TypeError('the request is not a JSON object');
     }
@@ -587,7 +597,7 @@ async function init(payload) {
   } catch (err) {
     failInit(err);
   }
-  writeResults(Buffer.concat(frame(INIT_DONE, 0, Buffer.from('{"ok":true,"mode":"async"}'))));
+  writeResults(frame(INIT_DONE, 0, Buffer.from('{"ok":true,"mode":"async"}')));
   return handler;
 }
 
@@ -597,7 +607,7 @@ function failInit(err) {
   const kind = err instanceof InitFailure ? err.kind : syntax ? 'compile' : 'start';
   const detail = err instanceof InitFailure ? err.message : util.inspect(err);
   fs.writeSync(2, `Error during initialization: ${detail}\n`);
-  writeResults(Buffer.concat(frame(INIT_DONE, 0, Buffer.from(JSON.stringify({ ok: false, error: kind })))));
+  writeResults(frame(INIT_DONE, 0, Buffer.from(JSON.stringify({ ok: false, error: kind }))));
   realExit(0);
 }
 
