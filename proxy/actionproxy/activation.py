@@ -14,7 +14,7 @@ class ActivationResult:
     """The HTTP status and JSON body the platform gets back."""
 
     status: int
-    body: bytes
+    body: bytes | bytearray  # a large result stays the buffer it was read into, never copied
 
 
 @dataclass

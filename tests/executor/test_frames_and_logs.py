@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import socket
 
 import pytest
 
@@ -21,6 +23,63 @@ def test_frames_survive_any_split() -> None:
         got = list(decoder.feed(stream[:cut])) + list(decoder.feed(stream[cut:]))
         assert [(k, i, len(p)) for k, i, p in got] == [
             (frames.RUN, 7, 12), (frames.STDOUT, 7, 70000), (frames.DONE, 7, 2)]
+
+
+SIZES = (0, 1, 8, frames.LARGE - 1, frames.LARGE, frames.LARGE + 1, frames.SCRATCH - 9,
+         frames.SCRATCH, 3 * frames.SCRATCH + 5)
+
+
+def _stream(seed: int) -> tuple[bytes, list[tuple[int, int, bytes]]]:
+    """Frames of sizes around the decoder's edges, in a shuffled order, with distinct bytes."""
+    rng = random.Random(seed)
+    sent = [(frames.DONE, n, bytes([n % 251]) * size) for n, size in enumerate(SIZES * 3)]
+    rng.shuffle(sent)
+    return b"".join(frames.encode(*frame) for frame in sent), sent
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_frames_of_every_size_survive_random_reads(seed: int) -> None:
+    """Read from a real socket as the channel reads (into the decoder's own buffers, reads cut
+    at random sizes), every frame comes out whole and in order; large payloads come out as
+    buffers of their exact size, read into directly."""
+    stream, sent = _stream(seed)
+    rng = random.Random(seed)
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.setblocking(False)
+    decoder = frames.FrameDecoder()
+    got: list[tuple[int, int, bytes | bytearray]] = []
+    with ours, theirs:
+        offset = 0
+        while offset < len(stream) or len(got) < len(sent):
+            if offset < len(stream):
+                step = rng.choice((1, 9, 100, 5000, frames.LARGE, 300_000))
+                try:
+                    offset += theirs.send(stream[offset:offset + step])
+                except BlockingIOError:
+                    pass
+            try:
+                size = os.readv(ours.fileno(), decoder.buffers())
+            except BlockingIOError:
+                continue
+            got += decoder.filled(size)
+    assert [(k, i, bytes(p)) for k, i, p in got] == sent
+    assert all(isinstance(p, bytearray) for _, _, p in got if len(p) >= frames.LARGE)
+
+
+def test_feed_and_reads_mix() -> None:
+    """Bytes read elsewhere (fed) and bytes read into the decoder's buffers make one stream."""
+    stream, sent = _stream(7)
+    decoder = frames.FrameDecoder()
+    got = decoder.feed(stream[:frames.LARGE + 20])
+    rest = stream[frames.LARGE + 20:]
+    while rest:
+        target = decoder.buffers()[-1] if len(decoder.buffers()) == 1 else decoder.buffers()[0]
+        size = min(len(target), len(rest), 12345)
+        target[:size] = rest[:size]
+        rest = rest[size:]
+        got += decoder.filled(size)
+    assert [(k, i, bytes(p)) for k, i, p in got] == sent
 
 
 def test_oversized_frame_is_a_protocol_error() -> None:

@@ -76,6 +76,8 @@ class ActionLoopChannel:
         self._results = FdReader(loop, results_fd, self._on_results, self._on_eof)
         if protocol is not None:
             self.ack.set_result({"ok": True, "protocol": protocol})
+        if protocol == 2:
+            self._read_frames()
         process.exited.add_done_callback(self._on_exit)
 
     # ------------------------------------------------------------------ public
@@ -179,15 +181,35 @@ class ActionLoopChannel:
             reader.drain()
 
     def _on_results(self, data: bytes) -> None:
+        """What fd 3 says before it turns into frames: the ack line, then v1 result lines."""
         try:
-            if self.protocol == 2:
-                for kind, ident, payload in self._decoder.feed(data):
-                    self._on_frame(kind, ident, payload)
-            else:
-                self._on_lines(data)
+            self._on_lines(data)
         except Exception as exc:  # whatever the child sent, a bad stream must not hang anyone
-            self._passthrough(True, f"actionproxy: protocol error from the action: {exc}\n".encode())
-            self._die(f"protocol error: {exc}")
+            self._protocol_error(exc)
+
+    def _read_frames(self, already: bytes = b"") -> None:
+        """From now on fd 3 carries frames: its reads land where the decoder puts them."""
+        self._results.target = self
+        if already:
+            self._take_frames(lambda: self._decoder.feed(already))
+
+    # the results reader's target once it reads frames (fdio.ReadTarget)
+    def buffers(self) -> list[memoryview]:
+        return self._decoder.buffers()
+
+    def filled(self, size: int) -> None:
+        self._take_frames(lambda: self._decoder.filled(size))
+
+    def _take_frames(self, decode: Callable[[], list[tuple[int, int, bytes | bytearray]]]) -> None:
+        try:
+            for kind, ident, payload in decode():
+                self._on_frame(kind, ident, payload)
+        except Exception as exc:  # whatever the child sent, a bad stream must not hang anyone
+            self._protocol_error(exc)
+
+    def _protocol_error(self, exc: Exception) -> None:
+        self._passthrough(True, f"actionproxy: protocol error from the action: {exc}\n".encode())
+        self._die(f"protocol error: {exc}")
 
     def _on_lines(self, data: bytes) -> None:
         self._lines += data
@@ -199,8 +221,7 @@ class ActionLoopChannel:
                 if self.protocol == 2:  # the rest of the stream is frames
                     rest = bytes(self._lines)
                     self._lines.clear()
-                    if rest:
-                        self._on_results(rest)
+                    self._read_frames(rest)
                     return
             elif self.inflight:
                 self._on_line_result(line)
@@ -219,7 +240,7 @@ class ActionLoopChannel:
         ident = next(iter(self.inflight))
         settle(self.inflight.pop(ident).future, _check_result(line, validate=True))
 
-    def _on_frame(self, kind: int, ident: int, payload: bytes) -> None:
+    def _on_frame(self, kind: int, ident: int, payload: bytes | bytearray) -> None:
         if kind == frames.STDOUT or kind == frames.STDERR:
             pending = self.inflight.get(ident)
             if pending is None:
@@ -265,7 +286,7 @@ class ActionLoopChannel:
             result = _failure(report)
         settle(pending.future, result)
 
-    def _on_chunk(self, ident: int, payload: bytes) -> None:
+    def _on_chunk(self, ident: int, payload: bytes | bytearray) -> None:
         pending = self.inflight.get(ident)
         if pending is None:  # abandoned meanwhile
             return
@@ -328,10 +349,11 @@ class ChannelDied(Exception):
     """The process behind a channel ended; the message says how."""
 
 
-def _check_result(body: bytes, validate: bool) -> ActivationResult:
+def _check_result(body: bytes | bytearray, validate: bool) -> ActivationResult:
     """Only a JSON object or array is a result. It is passed on as sent; bodies from
     executables (anyone's code) are parsed to be sure, our launchers' are not parsed again."""
-    body = body.strip()
+    if body[:1].isspace() or body[-1:].isspace():  # strip() would copy a large one regardless
+        body = body.strip()
     if body[:1] not in (b"{", b"["):
         return errors.not_a_dict()
     if validate:

@@ -9,14 +9,39 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Callable
+from typing import Callable, Protocol
 
 CHUNK = 256 * 1024
 IOV_MAX = os.sysconf("SC_IOV_MAX")  # parts one writev takes
 
 
+class ReadTarget(Protocol):
+    """Where a reader's bytes land: `buffers()` is the memory for the next read, in order;
+    `filled(n)` says that n bytes arrived in it."""
+
+    def buffers(self) -> list[memoryview]: ...
+
+    def filled(self, size: int) -> None: ...
+
+
+class Chunks:
+    """The plain target: one reused chunk, each read handed on as bytes."""
+
+    def __init__(self, on_data: Callable[[bytes], None]) -> None:
+        self._on_data = on_data
+        self._view = memoryview(bytearray(CHUNK))  # reused: no fresh allocation per read
+        self._buffers = [self._view]
+
+    def buffers(self) -> list[memoryview]:
+        return self._buffers
+
+    def filled(self, size: int) -> None:
+        self._on_data(bytes(self._view[:size]))
+
+
 class FdReader:
-    """Calls `on_data(bytes)` for everything read from `fd`, then `on_eof()` once."""
+    """Reads `fd` into its target (by default: `on_data(bytes)` for each read), then calls
+    `on_eof()` once. The target may change between reads (a stream that turns into frames)."""
 
     def __init__(
         self,
@@ -27,11 +52,9 @@ class FdReader:
     ) -> None:
         self._loop = loop
         self.fd = fd
-        self._on_data = on_data
+        self.target: ReadTarget = Chunks(on_data)
         self._on_eof = on_eof
         self._open = True
-        self._chunk = bytearray(CHUNK)  # reused: no fresh allocation per read
-        self._view = memoryview(self._chunk)
         os.set_blocking(fd, False)
         loop.add_reader(fd, self._readable)
 
@@ -41,8 +64,9 @@ class FdReader:
     def drain(self) -> None:
         """Read everything available now without blocking (a short read means: all of it)."""
         while self._open:
+            buffers = self.target.buffers()
             try:
-                size = os.readv(self.fd, [self._chunk])
+                size = os.readv(self.fd, buffers)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -51,8 +75,10 @@ class FdReader:
                 self.close()
                 self._on_eof()
                 return
-            self._on_data(bytes(self._view[:size]))
-            if size < CHUNK:
+            room = sum(map(len, buffers))
+            del buffers
+            self.target.filled(size)
+            if size < room:
                 return
 
     def close(self) -> None:
@@ -60,7 +86,6 @@ class FdReader:
             self._open = False
             self._loop.remove_reader(self.fd)
             os.close(self.fd)
-
 
 class FdWriter:
     """Writes without blocking the loop; what is written in one loop pass leaves in one write.

@@ -37,32 +37,94 @@ def encode(kind: int, ident: int, payload: bytes = b"") -> bytes:
     return HEADER.pack(kind, ident, len(payload)) + payload
 
 
+LARGE = 1 << 16  # a payload this big is read straight into a buffer of its own, never copied
+SCRATCH = 1 << 18  # bytes one read takes besides a large payload
+
+
 class FrameDecoder:
-    """Incremental decoder: feed bytes as they arrive, get whole frames back."""
+    """Incremental decoder that also chooses where the bytes it reads land.
+
+    Small frames gather in a fixed scratch buffer and leave it as bytes (one copy each). A
+    payload of LARGE bytes or more gets a bytearray of exactly its size as soon as its header
+    is in, the reads go straight into it, and it is handed on as it is: a megabyte result
+    crosses with no copy made here (growing one buffer by appending would copy it several
+    times). A reader asks `buffers()` for where to read, then reports `filled(n)`; `feed`
+    does the same for bytes already read.
+    """
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._scratch = bytearray(SCRATCH)  # never resized: views of it are handed to reads
+        self._view = memoryview(self._scratch)
+        self._start = 0  # [_start:_end] of the scratch: read, not yet decoded
+        self._end = 0
+        self._payload: bytearray | None = None  # a large frame's own buffer, being filled
+        self._payload_view = memoryview(b"")
+        self._filled = 0
+        self._header = (0, 0)  # the large frame's kind and id
 
-    def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
-        """Every whole frame now available; consumed bytes are gone even if the caller fails."""
-        buf = self._buf
-        buf += data
-        found: list[tuple[int, int, bytes]] = []
-        start = 0
-        size = len(buf)
-        too_big = 0
-        with memoryview(buf) as view:  # one copy of each payload (a bytearray slice is another)
-            while size - start >= HEADER.size:
-                kind, ident, length = HEADER.unpack_from(buf, start)
-                end = start + HEADER.size + length
-                if length > MAX_PAYLOAD:
-                    too_big = length
-                    break
-                if end > size:
-                    break
-                found.append((kind, ident, bytes(view[start + HEADER.size : end])))
-                start = end
-        del buf[:start]
-        if too_big:
-            raise FrameError(f"frame of {too_big} bytes exceeds the {MAX_PAYLOAD} byte limit")
+    def buffers(self) -> list[memoryview]:
+        """Where the next read goes, in order: the rest of a large payload, then the scratch."""
+        tail = self._view[self._end:]
+        if self._payload is None:
+            return [tail]
+        return [self._payload_view[self._filled:], tail]
+
+    def filled(self, size: int) -> list[tuple[int, int, bytes | bytearray]]:
+        """`size` bytes arrived in `buffers()`; every frame now whole, in order. Consumed bytes
+        are gone even if the caller fails."""
+        found: list[tuple[int, int, bytes | bytearray]] = []
+        if self._payload is not None:
+            taken = min(size, len(self._payload) - self._filled)
+            self._filled += taken
+            size -= taken
+            if self._filled == len(self._payload):
+                found.append((*self._header, self._payload))
+                self._payload = None
+                self._payload_view = memoryview(b"")
+        self._end += size
+        self._decode(found)
         return found
+
+    def feed(self, data: bytes) -> list[tuple[int, int, bytes | bytearray]]:
+        """The frames completed by bytes read elsewhere."""
+        found: list[tuple[int, int, bytes | bytearray]] = []
+        with memoryview(data) as rest:
+            while rest:
+                target = self.buffers()[0]
+                size = min(len(target), len(rest))
+                target[:size] = rest[:size]
+                rest = rest[size:]
+                found += self.filled(size)
+        return found
+
+    def _decode(self, found: list[tuple[int, int, bytes | bytearray]]) -> None:
+        view, start, end = self._view, self._start, self._end
+        while self._payload is None and end - start >= HEADER.size:
+            kind, ident, length = HEADER.unpack_from(self._scratch, start)
+            if length > MAX_PAYLOAD:
+                self._start = self._end = 0
+                raise FrameError(f"frame of {length} bytes exceeds the {MAX_PAYLOAD} byte limit")
+            body = start + HEADER.size
+            if body + length <= end and length < LARGE:
+                found.append((kind, ident, bytes(view[body:body + length])))
+                start = body + length
+                continue
+            if length < LARGE:
+                break  # a small frame not all here yet: it fits once moved to the front
+            have = min(length, end - body)  # a large one: its own buffer, what is here first
+            self._payload = bytearray(length)
+            self._payload_view = memoryview(self._payload)
+            self._payload_view[:have] = view[body:body + have]
+            self._filled = have
+            self._header = (kind, ident)
+            start = body + have
+            if have == length:
+                found.append((kind, ident, self._payload))
+                self._payload = None
+                self._payload_view = memoryview(b"")
+        if start == end:
+            start = end = 0
+        elif start:  # a partial header or small frame: to the front, so the tail has room
+            self._scratch[:end - start] = self._scratch[start:end]  # same size: no resize
+            start, end = 0, end - start
+        self._start, self._end = start, end
