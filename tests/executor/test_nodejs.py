@@ -618,3 +618,16 @@ def test_text_of_every_width_crosses_intact(start_proxy, size: int) -> None:
     for value, (status, body) in zip(values, answers):
         assert status == 200 and body == {"echo": value, "n": len(value.encode("utf-16-le")) // 2}
     assert_quiet(proxy, len(values))
+
+
+def test_large_results_finished_together_stay_apart(start_proxy) -> None:
+    """A large result is encoded into a buffer the launcher reuses, so it must leave before the
+    next one is encoded: many synchronous activations answered in one batch (their requests read
+    together) each get their own result, never a neighbour's bytes."""
+    code = "function main(args) {\n    return { id: args.id, s: String.fromCharCode(97 + args.id % 26).repeat(200000) };\n}\n"
+    proxy = started(node(start_proxy), code)
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(lambda n: proxy.run({"id": n}), range(128)))
+    for n, (status, body) in enumerate(answers):
+        assert status == 200 and body["id"] == n and body["s"] == chr(97 + n % 26) * 200000, n
+    assert_quiet(proxy, 128)

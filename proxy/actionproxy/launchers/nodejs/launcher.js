@@ -30,6 +30,9 @@ const INIT = 0x49, RUN = 0x52, CANCEL = 0x43;
 const INIT_DONE = 0x4b, DONE = 0x44, FAILED = 0x58, STDOUT = 0x4f, STDERR = 0x45, CHUNK = 0x53;
 const LOG_FLUSH_BYTES = 64 * 1024;
 const IOV_MAX = 1024; // buffers one writev takes (Linux)
+const LARGE = 64 * 1024; // a payload from which buffers are reused rather than allocated
+const READ_BUFFER = 256 * 1024; // the frame reader's buffer to begin with
+const REUSED_MAX = 16 * 1024 * 1024; // a reused buffer is not kept past this size
 const CANCELLED = Buffer.from('{"reason":"cancelled"}');
 const BAD_RESULT = Buffer.from('{"reason":"result"}');
 const ZIP_WITHOUT_ENTRY = 'Zipped actions must contain either package.json or index.js at the root.';
@@ -53,10 +56,11 @@ function frame(kind, id, payload) {
   return [header, payload];
 }
 
-/** Queue frames; `now`: nothing else runs, so nothing would join a gathered write. */
-function send(parts, now) {
+/** Queue frames; `now`: nothing else runs, so nothing would join a gathered write; `must`:
+ * they hold the reused result buffer, so they leave before anything else is done. */
+function send(parts, now, must = false) {
   for (const part of parts) outgoing.push(part);
-  if (now && !dispatching) {
+  if (must || (now && !dispatching)) {
     flush();
   } else if (!flushScheduled) {
     flushScheduled = true;
@@ -80,7 +84,7 @@ function writeResults(parts) {
         : fs.writevSync(RESULTS_FD, parts.slice(index, index + IOV_MAX));
     } catch (err) {
       if (err.code !== 'EAGAIN') realExit(1); // the proxy is gone: nobody reads our results
-      outgoing.unshift(...parts.slice(index));
+      outgoing.unshift(...parts.slice(index).map((part) => Buffer.from(part))); // none is a view of a reused buffer
       blocked = true;
       setTimeout(unblock, 1); // fd 3 is normally blocking; this only guards a non-blocking one
       return;
@@ -97,29 +101,36 @@ function unblock() {
 
 // ---------------------------------------------------------------- frames in (stdin)
 
-/** Reads frames from a stream of chunks; concatenates only once a whole frame is there. */
+/** Reads frames from a stream of chunks into one buffer reused from frame to frame: a fresh
+ * megabyte per large request would cost its page faults every time. A payload handed to
+ * onFrame is a view of that buffer, valid during the call only. */
 function frameReader(onFrame) {
-  let chunks = [];
-  let size = 0;
-  let needed = HEADER_SIZE;
+  let buf = Buffer.allocUnsafe(READ_BUFFER);
+  let start = 0; // [start, end) read, not yet a whole frame
+  let end = 0;
+  const room = (size) => { // the unread bytes moved to the front of a buffer of at least `size`
+    const target = size > buf.length ? Buffer.allocUnsafe(size) : buf;
+    buf.copy(target, 0, start, end);
+    buf = target;
+    end -= start;
+    start = 0;
+  };
   return (chunk) => {
-    chunks.push(chunk);
-    size += chunk.length;
-    if (size < needed) return;
-    const buf = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size);
-    let start = 0;
-    needed = HEADER_SIZE;
-    while (buf.length - start >= HEADER_SIZE) {
-      const end = start + HEADER_SIZE + buf.readUInt32BE(start + 5);
-      if (buf.length < end) {
-        needed = end - start;
+    if (end + chunk.length > buf.length) room(end - start + chunk.length);
+    end += chunk.copy(buf, end);
+    while (end - start >= HEADER_SIZE) {
+      const frameEnd = start + HEADER_SIZE + buf.readUInt32BE(start + 5);
+      if (frameEnd > end) {
+        if (frameEnd > buf.length) room(frameEnd - start); // the rest of it lands in place
         break;
       }
-      onFrame(buf[start], buf.readUInt32BE(start + 1), buf.subarray(start + HEADER_SIZE, end));
-      start = end;
+      onFrame(buf[start], buf.readUInt32BE(start + 1), buf.subarray(start + HEADER_SIZE, frameEnd));
+      start = frameEnd;
     }
-    chunks = start < buf.length ? [buf.subarray(start)] : [];
-    size = buf.length - start;
+    if (start === end) {
+      start = end = 0;
+      if (buf.length > REUSED_MAX) buf = Buffer.allocUnsafe(READ_BUFFER); // not kept for one giant
+    }
   };
 }
 
@@ -168,12 +179,24 @@ function joinLog(parts) {
   return Buffer.concat(parts.map((part) => (typeof part === 'string' ? Buffer.from(part) : part)));
 }
 
-/** Ends an activation: its logs, then its DONE or FAILED, exactly once. */
-function finish(act, kind, payload) {
+/** Ends an activation: its logs, then its DONE or FAILED, exactly once (`reused`: the payload
+ * is the reused result buffer, so it is written now). */
+function finish(act, kind, payload, reused = false) {
   if (act.done) return;
   act.done = true;
   running.delete(act.id);
-  send([...act.logFrames(), ...frame(kind, act.id, payload)], running.size === 0);
+  send([...act.logFrames(), ...frame(kind, act.id, payload)], running.size === 0, reused);
+}
+
+let resultBuffer = Buffer.alloc(0);
+
+/** A result's UTF-8 and whether it is in the buffer reused from one large result to the next
+ * (writing into memory already touched costs a tenth of a fresh Buffer's page faults). */
+function resultBytes(json) {
+  const worst = json.length * 3; // UTF-8 bytes for this many UTF-16 units, at most
+  if (json.length < LARGE || worst > REUSED_MAX || blocked) return [Buffer.from(json), false];
+  if (resultBuffer.length < worst) resultBuffer = Buffer.allocUnsafe(worst);
+  return [resultBuffer.subarray(0, resultBuffer.utf8Write(json, 0)), true];
 }
 
 const TRACE_FIELDS = new Set(['traceparent', 'tracestate']);
@@ -293,7 +316,7 @@ function sendResult(act, result) {
     act.log(act.err, `The action returned a result that cannot be serialized to JSON: ${err.message}\n`);
     return finish(act, FAILED, BAD_RESULT);
   }
-  finish(act, DONE, Buffer.from(json));
+  finish(act, DONE, ...resultBytes(json));
 }
 
 /** A throw or a rejection is an application error: 200 with `{"error": ...}`. */
@@ -629,7 +652,7 @@ function main() {
   const onFrame = (kind, id, payload) => {
     if (handler === null) {
       if (loading !== null) {
-        early.push([kind, id, payload]);
+        early.push([kind, id, Buffer.from(payload)]); // a copy: the reader reuses its buffer
       } else if (kind === INIT) {
         loading = init(payload).then((loaded) => {
           handler = loaded;
