@@ -11,7 +11,7 @@ PROXIES = SERVERS[1:]
 COLD_PROXIES = ("proxy-async", "proxy-sync")  # cold start: the Python modes, then dedicated images
 COLORS = {"bare": "#7f7f7f", "proxy-async": "#1f77b4", "proxy-sync": "#ff7f0e", "proxy-node": "#2ca02c",
           "python": "#1f77b4", "nodejs": "#2ca02c"}
-TARGET_C1, TARGET_C16, TARGET_C256, TARGET_STRING, TARGET_INIT_MS = 0.76, 0.6, 0.6, 0.4, 10.0
+TARGET_C1, TARGET_C16, TARGET_C256, TARGET_STRING = 0.76, 0.6, 0.6, 0.4
 
 
 def add_ratios(points: list[dict]) -> None:
@@ -29,9 +29,13 @@ def targets(results: dict) -> list[dict]:
         if "points" in results:
             checks += _load_targets(results["points"], proxy)
         if "coldstart" in results and proxy in COLD_PROXIES:
-            first = results["coldstart"][proxy]["init_to_first_result"]["median_ms"]
-            checks.append({"target": f"{proxy} /init to first result < {TARGET_INIT_MS:g} ms",
-                           "value": f"{first:.1f} ms", "pass": first < TARGET_INIT_MS})
+            # what an invoker waits for: the launcher starts beside the proxy on the same CPU,
+            # so /init alone only shows how much of its start is left once the port answers
+            cold = results["coldstart"]
+            ratio = (cold[proxy]["spawn_to_first_result"]["median_ms"]
+                     / cold["bare"]["listening"]["median_ms"])
+            checks.append({"target": f"{proxy} spawn, /init, first result <= bare spawn to listening",
+                           "value": f"{ratio:.2f}x", "pass": ratio <= 1.0})
     if "coldstart" in results:
         cold = results["coldstart"]
         bare = cold["bare"]["listening"]["median_ms"]
@@ -103,12 +107,12 @@ def _grouped(ax, points: list[dict], key: str, **bar) -> None:
 def _cold(cold_ax, cold: dict) -> None:
     entries = [("bare\nlistening", cold["bare"]["listening"], "bare")]
     entries += [(f"{p}\nlistening", cold[p]["listening"], p) for p in COLD_PROXIES]
-    entries += [(f"{p}\n/init→result", cold[p]["init_to_first_result"], p) for p in COLD_PROXIES]
+    entries += [(f"{p}\nspawn→/init→result", cold[p]["spawn_to_first_result"], p) for p in COLD_PROXIES]
     values = [stats["median_ms"] for _, stats, _ in entries]
     bars = cold_ax.bar(range(len(values)), values, color=[COLORS[server] for _, _, server in entries])
     cold_ax.bar_label(bars, [f"{v:.1f}" for v in values], fontsize=8)
-    cold_ax.axhline(TARGET_INIT_MS, color="red", linestyle="--", linewidth=1,
-                    label=f"/init→result target {TARGET_INIT_MS:g} ms")
+    cold_ax.axhline(cold["bare"]["listening"]["median_ms"], color="red", linestyle="--", linewidth=1,
+                    label="target: bare spawn to listening")
     cold_ax.set_xticks(range(len(values)), [label for label, _, _ in entries], fontsize=8)
     cold_ax.set_yscale("log")
     cold_ax.set_title(f"cold start, median of {cold['bare']['listening']['n']} (ms, log)")
@@ -230,7 +234,8 @@ def summary(results: dict) -> str:
             c = cold[proxy]
             lines.append(f"  {proxy:<12} spawn to listening {c['listening']['median_ms']:.1f}, "
                          f"/init alone {c['init']['median_ms']:.1f}, "
-                         f"/init to first result {c['init_to_first_result']['median_ms']:.1f}")
+                         f"/init to first result {c['init_to_first_result']['median_ms']:.1f}, "
+                         f"spawn to first result {c['spawn_to_first_result']['median_ms']:.1f}")
         bare = cold["bare"]["listening"]["median_ms"]
         for name, c in cold.items():
             if name.startswith("dedicated "):

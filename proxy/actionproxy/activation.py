@@ -21,7 +21,7 @@ class ActivationResult:
 class Activation:
     """A `/run` request after validation; `body` is forwarded to the launcher untouched."""
 
-    body: bytes
+    body: bytes | bytearray  # a large one stays the buffer it was received into
     activation_id: str
     deadline: float | None  # loop time (monotonic seconds) by which it must finish
     request: dict | None = None  # the parsed body, for executors that need its fields
@@ -42,7 +42,7 @@ class Activation:
         (the body itself is not copied)."""
         if self.trace is None:
             return (self.body,)
-        end = self.body.rstrip().rfind(b"}")
+        end = self.body.rfind(b"}")  # the object's end: only whitespace may follow it
         return memoryview(self.body)[:end], self.trace.members(first=not self.request) + b"}"
 
     def wire_body(self) -> bytes:

@@ -228,3 +228,27 @@ def test_pipelined_big_requests_behind_a_slow_one_are_all_answered(tmp_path: Pat
         assert received.count(b'{"slept":0}') == 7 and received.index(b'{"slept":1}') < received.index(b'{"slept":0}')
     finally:
         assert stop(server) == 0
+
+
+def test_a_large_body_in_odd_pieces_then_a_pipelined_one(tmp_path: Path) -> None:
+    """A large body is read into a buffer of its announced size as it comes: cut at odd places,
+    its last piece carrying the head and body of the next request, both come back intact
+    (raw UTF-8 included) and in order, on one connection."""
+    server, port = started(tmp_path, ECHO)
+    try:
+        big = json.dumps({"value": {"s": "données 数据 " * 40000}}, ensure_ascii=False).encode()
+        small = json.dumps({"value": {"n": 2}}).encode()
+        wire = b"".join(b"POST /run HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+                        for body in (big, small))
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            for cut in (10, 70, 1000, 65536, 200_001):  # inside the head, then inside the body
+                sock.sendall(wire[:cut])
+                wire = wire[cut:]
+                time.sleep(0.02)
+            sock.sendall(wire)
+            received = answers(sock, 2)
+        first, second = received.split(b"HTTP/1.1 200 OK")[1:]
+        assert json.loads(first.split(b"\r\n\r\n", 1)[1]) == json.loads(big)["value"]
+        assert json.loads(second.split(b"\r\n\r\n", 1)[1]) == {"n": 2}
+    finally:
+        assert stop(server) == 0

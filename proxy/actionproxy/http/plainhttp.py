@@ -123,6 +123,11 @@ class PlainConnection(asyncio.Protocol):
         self._late: asyncio.TimerHandle | None = None  # the head's or the body's clock
         self._head_in = False  # the buffered request's head has arrived whole
         self._idle_since = 0.0
+        # a large body on its way: read into a buffer of its announced size as it arrives
+        # (appending to one that grows would copy it several times), and its request's head
+        self._body: bytearray | None = None
+        self._body_filled = 0
+        self._body_head: tuple[bytes, bytes, dict[bytes, bytes]] = (b"", b"", {})
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -135,6 +140,8 @@ class PlainConnection(asyncio.Protocol):
         self._stop_clock()
 
     def data_received(self, data: bytes) -> None:
+        if self._body is not None:
+            data = self._fill_body(data)
         self._buffer += data
         if self.busy is not None and len(self._buffer) > MAX_PIPELINED and self._transport is not None:
             self._transport.pause_reading()  # until this answer is out: a pipelining client waits
@@ -145,7 +152,8 @@ class PlainConnection(asyncio.Protocol):
             self._transport.close()
 
     def close_if_idle_since(self, moment: float) -> None:
-        if self.busy is None and not self._buffer and not self._deferred and self._idle_since < moment:
+        if (self.busy is None and not self._buffer and self._body is None and not self._deferred
+                and self._idle_since < moment):
             self.close()
 
     def next_request(self) -> None:
@@ -169,15 +177,17 @@ class PlainConnection(asyncio.Protocol):
             self._owner.load_aiohttp.set()
             return
         if request is None:
-            if self._buffer:
+            if self._buffer or self._body is not None:
                 self._start_clock()
             return
         self._stop_clock()
         self.busy = asyncio.get_running_loop().create_task(self._answer(*request))
 
-    def _take_request(self) -> tuple[bytes, bytes, bytes, bool, dict[bytes, bytes]] | None:
+    def _take_request(self) -> tuple[bytes, bytes, bytes | bytearray, bool, dict[bytes, bytes]] | None:
         """(method, path, body, keep-alive, headers) of a whole request taken from the buffer;
         None while it is incomplete; Deferred for a request this server does not take."""
+        if self._body is not None:
+            return self._take_body()
         end = self._buffer.find(b"\r\n\r\n")
         if end < 0:
             if len(self._buffer) > MAX_HEAD:
@@ -205,12 +215,36 @@ class PlainConnection(asyncio.Protocol):
             if not self._head_in:  # the head's clock stops, the body's starts
                 self._head_in = True
                 self._stop_clock()
+            if stop - start >= BIG_BODY:  # from now on it is read into a buffer of its size
+                self._body, self._body_filled = bytearray(stop - start), 0
+                self._body_head = (line[1], line[2], headers)
+                with memoryview(self._buffer) as view:
+                    self._fill_body(view[start:])  # all of it: the buffer ends before the body does
+                del self._buffer[:]
             return None
         with memoryview(self._buffer) as view:  # one copy of a big body, not two
             body = bytes(view[start:stop])
         del self._buffer[:stop]
         self._head_in = False
         return line[1], line[2], body, headers.get(b"connection", b"").lower() != b"close", headers
+
+    def _fill_body(self, data: bytes | memoryview) -> bytes | memoryview:
+        """Copies what belongs to the large body on its way into it; returns what comes after."""
+        assert self._body is not None
+        taken = min(len(data), len(self._body) - self._body_filled)
+        self._body[self._body_filled:self._body_filled + taken] = data[:taken]
+        self._body_filled += taken
+        return data[taken:]
+
+    def _take_body(self) -> tuple[bytes, bytes, bytearray, bool, dict[bytes, bytes]] | None:
+        """The request whose large body has now arrived whole, or None while it has not."""
+        body = self._body
+        if body is None or self._body_filled < len(body):
+            return None
+        method, path, headers = self._body_head
+        self._body, self._body_head = None, (b"", b"", {})
+        self._head_in = False
+        return method, path, body, headers.get(b"connection", b"").lower() != b"close", headers
 
     def _start_clock(self) -> None:
         if self._late is None:
@@ -229,7 +263,7 @@ class PlainConnection(asyncio.Protocol):
             self._transport.write(answer)
             self._transport.close()
 
-    async def _answer(self, method: bytes, path: bytes, body: bytes, keep_alive: bool,
+    async def _answer(self, method: bytes, path: bytes, body: bytes | bytearray, keep_alive: bool,
                       headers: dict[bytes, bytes]) -> None:
         try:
             result = await self._result(method, path.decode(), body, headers)
@@ -251,7 +285,7 @@ class PlainConnection(asyncio.Protocol):
         else:
             self._transport.close()
 
-    async def _result(self, method: bytes, path: str, body: bytes, headers: dict[bytes, bytes]) -> ActivationResult:
+    async def _result(self, method: bytes, path: str, body: bytes | bytearray, headers: dict[bytes, bytes]) -> ActivationResult:
         contract = self._owner.contract
         if method == b"GET":
             return health(self._owner.runner, path)
