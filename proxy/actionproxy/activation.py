@@ -21,7 +21,7 @@ class ActivationResult:
 class Activation:
     """A `/run` request after validation; `body` is forwarded to the launcher untouched."""
 
-    body: bytes | bytearray  # a large one stays the buffer it was received into
+    body: bytes
     activation_id: str
     deadline: float | None  # loop time (monotonic seconds) by which it must finish
     request: dict | None = None  # the parsed body, for executors that need its fields

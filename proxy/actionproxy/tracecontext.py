@@ -45,7 +45,8 @@ class Trace:
 def _random_id(bits: int) -> str:
     """A random non-zero id in lower-case hex. Trace ids need to be unique, not secret: the
     interpreter's generator makes them without the two system calls per activation that
-    os.urandom costs (the W3C recommendation is randomness, not a cryptographic source)."""
+    os.urandom costs (the W3C recommendation is randomness, not a cryptographic source). Its
+    ids can be predicted from a few hundred earlier ones: never use one as a credential."""
     return f"{random.getrandbits(bits) or 1:0{bits // 4}x}"
 
 

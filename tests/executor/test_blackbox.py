@@ -566,3 +566,40 @@ def test_loop_mode_crash_fails_only_its_activation(start_proxy) -> None:
     assert "SIGKILL" in body["error"], body
     status, body = proxy.run({"id": "after"})
     assert (status, body["id"], body["count"]) == (200, "after", 1), body
+
+
+# A v2 action-loop executable that answers its first RUN with a header announcing more than a
+# frame may carry, then, right where the proxy's first read of the stream ends, a well-formed
+# DONE for the same activation: bytes after a protocol error that must never count.
+BAD_FRAMES_EXEC = r"""#!/usr/bin/env python3
+import os, struct
+H = struct.Struct(">BII")
+SCRATCH = %d
+os.write(3, b'{"ok": true, "protocol": 2}\n')
+buf = b""
+while True:
+    data = os.read(0, 65536)
+    if not data:
+        break
+    buf += data
+    while len(buf) >= 9 and len(buf) >= 9 + H.unpack_from(buf)[2]:
+        kind, ident, length = H.unpack_from(buf)
+        buf = buf[9 + length:]
+        if kind == ord("R"):
+            bad = H.pack(ord("D"), ident, (1 << 30) + 1)
+            fake = b'{"fake":true}'
+            os.write(3, bad + b" " * (SCRATCH - len(bad)) + H.pack(ord("D"), ident, len(fake)) + fake)
+"""
+
+
+def test_bytes_after_a_protocol_error_settle_nothing(start_proxy) -> None:
+    """After a frame that breaks the protocol, the rest of the stream is discarded, not decoded:
+    a result-shaped frame after it does not answer the activation; the error does, and the next
+    activation runs on a new process."""
+    from actionproxy.executor import frames
+
+    proxy = started(blackbox(start_proxy, env={MODE: "loop", "OW_WAIT_FOR_ACK": "1"}), BAD_FRAMES_EXEC % frames.SCRATCH)
+    status, body = proxy.run({"n": 1})
+    assert status != 200 and body != {"fake": True}, (status, body)
+    _, err = proxy.streams()
+    assert "protocol error from the action" in err

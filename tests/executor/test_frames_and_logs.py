@@ -64,7 +64,8 @@ def test_frames_of_every_size_survive_random_reads(seed: int) -> None:
                 continue
             got += decoder.filled(size)
     assert [(k, i, bytes(p)) for k, i, p in got] == sent
-    assert all(isinstance(p, bytearray) for _, _, p in got if len(p) >= frames.LARGE)
+    # a payload the scratch cannot hold was read into a buffer of its own, handed on as it is
+    assert all(isinstance(p, bytearray) for _, _, p in got if len(p) > frames.SCRATCH)
 
 
 def test_feed_and_reads_mix() -> None:
@@ -80,6 +81,28 @@ def test_feed_and_reads_mix() -> None:
         rest = rest[size:]
         got += decoder.filled(size)
     assert [(k, i, bytes(p)) for k, i, p in got] == sent
+
+
+def test_a_header_alone_reserves_little_and_a_huge_payload_still_arrives() -> None:
+    """A header announcing up to a gigabyte makes the decoder reserve RESERVE bytes, not the
+    announced size (the proxy must not be the one to run out of memory); a payload larger than
+    RESERVE still arrives whole, its buffer growing as its bytes come."""
+    decoder = frames.FrameDecoder()
+    assert decoder.feed(frames.HEADER.pack(frames.DONE, 1, frames.MAX_PAYLOAD) + b"{") == []
+    assert sum(map(len, decoder.buffers())) <= frames.RESERVE + frames.SCRATCH
+    payload = bytes(range(256)) * ((2 * frames.RESERVE + 5) // 256 + 1)
+    decoder = frames.FrameDecoder()
+    stream = frames.encode(frames.DONE, 2, payload) + frames.encode(frames.DONE, 3, b"{}")
+    got = []
+    while stream:
+        target = decoder.buffers()[0]
+        size = min(len(target), len(stream), 3_000_000)
+        target[:size] = stream[:size]
+        del target
+        stream = stream[size:]
+        got += decoder.filled(size)
+    assert [(k, i, len(p)) for k, i, p in got] == [(frames.DONE, 2, len(payload)), (frames.DONE, 3, 2)]
+    assert got[0][2] == payload
 
 
 def test_oversized_frame_is_a_protocol_error() -> None:

@@ -252,3 +252,30 @@ def test_a_large_body_in_odd_pieces_then_a_pipelined_one(tmp_path: Path) -> None
         assert json.loads(second.split(b"\r\n\r\n", 1)[1]) == {"n": 2}
     finally:
         assert stop(server) == 0
+
+
+def test_announced_bodies_reserve_no_memory_before_they_arrive(tmp_path: Path) -> None:
+    """A head announcing a body near the limit, with almost nothing of it sent, costs the proxy
+    what was sent, not what was announced: ten such uploads stalled at once do not grow it by
+    hundreds of megabytes (a small container would be killed for it)."""
+    import psutil
+
+    server, port = started(tmp_path, ECHO)
+    socks = []
+    try:
+        wait_until(lambda: _health(port) == 200, "the function loaded", cap=30)
+        proxy = psutil.Process(server.pid)
+        before = proxy.memory_info().rss
+        announced = 80 * 1024 * 1024 - 1024  # just under the default ACTIONPROXY_MAX_BODY
+        for _ in range(10):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            sock.sendall(b"POST /run HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n{\"value\":{\"s\":\"" % announced
+                         + b"x" * 100_000)
+            socks.append(sock)
+        assert _health(port) == 200
+        time.sleep(0.5)  # not a timing assertion: room for the loop to read what was sent
+        assert proxy.memory_info().rss - before < 64 * 1024 * 1024
+    finally:
+        for sock in socks:
+            sock.close()
+        assert stop(server) == 0

@@ -17,7 +17,7 @@ from actionproxy import errors
 from actionproxy.activation import Activation, ActivationResult
 from actionproxy.executor.futures import settle
 from actionproxy.executor import frames
-from actionproxy.executor.fdio import FdReader, FdWriter
+from actionproxy.executor.fdio import Chunks, FdReader, FdWriter
 from actionproxy.executor.pace import JOIN_WITHIN, Pace
 from actionproxy.executor.process import ProcessHandle
 
@@ -208,6 +208,9 @@ class ActionLoopChannel:
             self._protocol_error(exc)
 
     def _protocol_error(self, exc: Exception) -> None:
+        """What follows bad bytes is not read as frames or lines: it could settle an
+        activation with a result the process never meant."""
+        self._results.target = Chunks(lambda data: None)
         self._passthrough(True, f"actionproxy: protocol error from the action: {exc}\n".encode())
         self._die(f"protocol error: {exc}")
 

@@ -25,14 +25,18 @@ class ReadTarget(Protocol):
 
 
 class Chunks:
-    """The plain target: one reused chunk, each read handed on as bytes."""
+    """The plain target: one reused chunk, each read handed on as bytes. The chunk is made at
+    the first read: a reader that turns to frames at once (a forked worker's) never needs it."""
 
     def __init__(self, on_data: Callable[[bytes], None]) -> None:
         self._on_data = on_data
-        self._view = memoryview(bytearray(CHUNK))  # reused: no fresh allocation per read
-        self._buffers = [self._view]
+        self._view = memoryview(b"")
+        self._buffers: list[memoryview] = []
 
     def buffers(self) -> list[memoryview]:
+        if not self._buffers:
+            self._view = memoryview(bytearray(CHUNK))  # reused: no fresh allocation per read
+            self._buffers = [self._view]
         return self._buffers
 
     def filled(self, size: int) -> None:
@@ -86,6 +90,7 @@ class FdReader:
             self._open = False
             self._loop.remove_reader(self.fd)
             os.close(self.fd)
+
 
 class FdWriter:
     """Writes without blocking the loop; what is written in one loop pass leaves in one write.

@@ -37,33 +37,39 @@ def encode(kind: int, ident: int, payload: bytes = b"") -> bytes:
     return HEADER.pack(kind, ident, len(payload)) + payload
 
 
-LARGE = 1 << 16  # a payload this big is read straight into a buffer of its own, never copied
-SCRATCH = 1 << 18  # bytes one read takes besides a large payload
+LARGE = 1 << 16  # a payload this big and not all read yet is read into a buffer of its own
+SCRATCH = 1 << 17  # the buffer small frames gather in (more than LARGE plus a header)
+RESERVE = 1 << 24  # a large payload's buffer is at most this big before its bytes arrive
 
 
 class FrameDecoder:
     """Incremental decoder that also chooses where the bytes it reads land.
 
     Small frames gather in a fixed scratch buffer and leave it as bytes (one copy each). A
-    payload of LARGE bytes or more gets a bytearray of exactly its size as soon as its header
-    is in, the reads go straight into it, and it is handed on as it is: a megabyte result
-    crosses with no copy made here (growing one buffer by appending would copy it several
-    times). A reader asks `buffers()` for where to read, then reports `filled(n)`; `feed`
-    does the same for bytes already read.
+    large payload whose bytes are still coming gets a bytearray of its size (of RESERVE at
+    first, so that a header alone cannot make the proxy reserve a gigabyte; it grows as the
+    bytes arrive); the reads go straight into it, and it is handed on as it is: a megabyte
+    result crosses with no copy made here (appending reads to one growing buffer copied it
+    several times). A reader asks `buffers()` for where to read, then reports `filled(n)`;
+    `feed` does the same for bytes already read.
     """
 
     def __init__(self) -> None:
-        self._scratch = bytearray(SCRATCH)  # never resized: views of it are handed to reads
+        self._scratch = bytearray()  # SCRATCH bytes from the first read, never resized after
         self._view = memoryview(self._scratch)
         self._start = 0  # [_start:_end] of the scratch: read, not yet decoded
         self._end = 0
         self._payload: bytearray | None = None  # a large frame's own buffer, being filled
         self._payload_view = memoryview(b"")
         self._filled = 0
+        self._length = 0  # the large frame's payload size, which its buffer grows to
         self._header = (0, 0)  # the large frame's kind and id
 
     def buffers(self) -> list[memoryview]:
         """Where the next read goes, in order: the rest of a large payload, then the scratch."""
+        if not self._scratch:
+            self._scratch = bytearray(SCRATCH)
+            self._view = memoryview(self._scratch)
         tail = self._view[self._end:]
         if self._payload is None:
             return [tail]
@@ -77,10 +83,7 @@ class FrameDecoder:
             taken = min(size, len(self._payload) - self._filled)
             self._filled += taken
             size -= taken
-            if self._filled == len(self._payload):
-                found.append((*self._header, self._payload))
-                self._payload = None
-                self._payload_view = memoryview(b"")
+            self._payload_done(found)
         self._end += size
         self._decode(found)
         return found
@@ -93,35 +96,44 @@ class FrameDecoder:
                 target = self.buffers()[0]
                 size = min(len(target), len(rest))
                 target[:size] = rest[:size]
+                del target
                 rest = rest[size:]
                 found += self.filled(size)
         return found
+
+    def _payload_done(self, found: list[tuple[int, int, bytes | bytearray]]) -> None:
+        """The large payload's buffer is full: hand it on if that is all of it, else grow it."""
+        payload = self._payload
+        if payload is None or self._filled < len(payload):
+            return
+        if self._filled < self._length:  # more is announced than reserved: twice the room
+            bigger = bytearray(min(self._length, 2 * len(payload)))
+            bigger[:self._filled] = payload
+            self._payload, self._payload_view = bigger, memoryview(bigger)
+            return
+        found.append((*self._header, payload))
+        self._payload = None
+        self._payload_view = memoryview(b"")
 
     def _decode(self, found: list[tuple[int, int, bytes | bytearray]]) -> None:
         view, start, end = self._view, self._start, self._end
         while self._payload is None and end - start >= HEADER.size:
             kind, ident, length = HEADER.unpack_from(self._scratch, start)
             if length > MAX_PAYLOAD:
-                self._start = self._end = 0
                 raise FrameError(f"frame of {length} bytes exceeds the {MAX_PAYLOAD} byte limit")
             body = start + HEADER.size
-            if body + length <= end and length < LARGE:
+            if body + length <= end:  # all here: one copy out of the scratch
                 found.append((kind, ident, bytes(view[body:body + length])))
                 start = body + length
                 continue
             if length < LARGE:
                 break  # a small frame not all here yet: it fits once moved to the front
-            have = min(length, end - body)  # a large one: its own buffer, what is here first
-            self._payload = bytearray(length)
+            have = end - body  # a large one still coming: its own buffer, what is here first
+            self._payload = bytearray(min(length, max(RESERVE, have)))
             self._payload_view = memoryview(self._payload)
-            self._payload_view[:have] = view[body:body + have]
-            self._filled = have
-            self._header = (kind, ident)
-            start = body + have
-            if have == length:
-                found.append((kind, ident, self._payload))
-                self._payload = None
-                self._payload_view = memoryview(b"")
+            self._payload_view[:have] = view[body:end]
+            self._filled, self._length, self._header = have, length, (kind, ident)
+            start = end
         if start == end:
             start = end = 0
         elif start:  # a partial header or small frame: to the front, so the tail has room

@@ -33,7 +33,7 @@ class OpenWhiskContract:
     async def refused_init(self) -> ActivationResult:
         return await self.runner.init("", False, "", {})
 
-    async def init(self, body: bytes | bytearray) -> ActivationResult:
+    async def init(self, body: bytes) -> ActivationResult:
         try:
             message = orjson.loads(body) if body.strip() else {}
         except orjson.JSONDecodeError as exc:
@@ -50,7 +50,7 @@ class OpenWhiskContract:
             return fields
         return await self.runner.init(fields.code, fields.binary, fields.main, fields.env)
 
-    async def run(self, body: bytes | bytearray, traceparent: str | None = None, tracestate: str | None = None) -> ActivationResult:
+    async def run(self, body: bytes, traceparent: str | None = None, tracestate: str | None = None) -> ActivationResult:
         """`traceparent`/`tracestate`: the request's headers; fields of the body win over them."""
         try:
             message = orjson.loads(body)

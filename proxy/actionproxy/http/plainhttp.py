@@ -36,7 +36,7 @@ from actionproxy.runner import ActionRunner
 MAX_HEAD = 8190  # aiohttp's limit for a request line and headers
 LOAD_AFTER = 1.0  # seconds after the start at which aiohttp loads anyway
 MAX_PIPELINED = 1 << 20  # bytes read ahead while a request is answered
-BIG_BODY = 1 << 16  # an answer body from which its head is written beside it, not joined to it
+BIG_BODY = 1 << 16  # a body from which an answer's head is written beside it, a request's pieces kept apart
 KEEPALIVE_SECONDS = 75.0  # an idle kept-alive connection is closed after this (aiohttp's default)
 REQUEST_LINE = re.compile(rb"(GET|POST) (/[a-z]*) HTTP/1\.1")
 HEADER = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*(.*?)[ \t]*")
@@ -123,10 +123,10 @@ class PlainConnection(asyncio.Protocol):
         self._late: asyncio.TimerHandle | None = None  # the head's or the body's clock
         self._head_in = False  # the buffered request's head has arrived whole
         self._idle_since = 0.0
-        # a large body on its way: read into a buffer of its announced size as it arrives
-        # (appending to one that grows would copy it several times), and its request's head
-        self._body: bytearray | None = None
-        self._body_filled = 0
+        # a large body on its way: its pieces as they arrive, joined once when it is whole
+        # (appending them to one growing buffer copied it several times), and its request's head
+        self._body: list[bytes] | None = None
+        self._body_missing = 0
         self._body_head: tuple[bytes, bytes, dict[bytes, bytes]] = (b"", b"", {})
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -183,7 +183,7 @@ class PlainConnection(asyncio.Protocol):
         self._stop_clock()
         self.busy = asyncio.get_running_loop().create_task(self._answer(*request))
 
-    def _take_request(self) -> tuple[bytes, bytes, bytes | bytearray, bool, dict[bytes, bytes]] | None:
+    def _take_request(self) -> tuple[bytes, bytes, bytes, bool, dict[bytes, bytes]] | None:
         """(method, path, body, keep-alive, headers) of a whole request taken from the buffer;
         None while it is incomplete; Deferred for a request this server does not take."""
         if self._body is not None:
@@ -215,11 +215,9 @@ class PlainConnection(asyncio.Protocol):
             if not self._head_in:  # the head's clock stops, the body's starts
                 self._head_in = True
                 self._stop_clock()
-            if stop - start >= BIG_BODY:  # from now on it is read into a buffer of its size
-                self._body, self._body_filled = bytearray(stop - start), 0
+            if stop - start >= BIG_BODY:  # from now on its pieces are kept as they come
+                self._body, self._body_missing = [bytes(self._buffer[start:])], stop - len(self._buffer)
                 self._body_head = (line[1], line[2], headers)
-                with memoryview(self._buffer) as view:
-                    self._fill_body(view[start:])  # all of it: the buffer ends before the body does
                 del self._buffer[:]
             return None
         with memoryview(self._buffer) as view:  # one copy of a big body, not two
@@ -228,19 +226,19 @@ class PlainConnection(asyncio.Protocol):
         self._head_in = False
         return line[1], line[2], body, headers.get(b"connection", b"").lower() != b"close", headers
 
-    def _fill_body(self, data: bytes | memoryview) -> bytes | memoryview:
-        """Copies what belongs to the large body on its way into it; returns what comes after."""
+    def _fill_body(self, data: bytes) -> bytes:
+        """Keeps what belongs to the large body on its way; returns what comes after it."""
         assert self._body is not None
-        taken = min(len(data), len(self._body) - self._body_filled)
-        self._body[self._body_filled:self._body_filled + taken] = data[:taken]
-        self._body_filled += taken
+        taken = min(len(data), self._body_missing)
+        self._body.append(data if taken == len(data) else data[:taken])
+        self._body_missing -= taken
         return data[taken:]
 
-    def _take_body(self) -> tuple[bytes, bytes, bytearray, bool, dict[bytes, bytes]] | None:
+    def _take_body(self) -> tuple[bytes, bytes, bytes, bool, dict[bytes, bytes]] | None:
         """The request whose large body has now arrived whole, or None while it has not."""
-        body = self._body
-        if body is None or self._body_filled < len(body):
+        if self._body is None or self._body_missing:
             return None
+        body = b"".join(self._body)
         method, path, headers = self._body_head
         self._body, self._body_head = None, (b"", b"", {})
         self._head_in = False
@@ -263,7 +261,7 @@ class PlainConnection(asyncio.Protocol):
             self._transport.write(answer)
             self._transport.close()
 
-    async def _answer(self, method: bytes, path: bytes, body: bytes | bytearray, keep_alive: bool,
+    async def _answer(self, method: bytes, path: bytes, body: bytes, keep_alive: bool,
                       headers: dict[bytes, bytes]) -> None:
         try:
             result = await self._result(method, path.decode(), body, headers)
@@ -285,7 +283,7 @@ class PlainConnection(asyncio.Protocol):
         else:
             self._transport.close()
 
-    async def _result(self, method: bytes, path: str, body: bytes | bytearray, headers: dict[bytes, bytes]) -> ActivationResult:
+    async def _result(self, method: bytes, path: str, body: bytes, headers: dict[bytes, bytes]) -> ActivationResult:
         contract = self._owner.contract
         if method == b"GET":
             return health(self._owner.runner, path)

@@ -84,7 +84,9 @@ function writeResults(parts) {
         : fs.writevSync(RESULTS_FD, parts.slice(index, index + IOV_MAX));
     } catch (err) {
       if (err.code !== 'EAGAIN') realExit(1); // the proxy is gone: nobody reads our results
-      outgoing.unshift(...parts.slice(index).map((part) => Buffer.from(part))); // none is a view of a reused buffer
+      const later = outgoing.splice(0); // what was queued meanwhile goes after, in order
+      for (const part of parts.slice(index)) outgoing.push(Buffer.from(part)); // a copy: never a reused buffer
+      for (const part of later) outgoing.push(part);
       blocked = true;
       setTimeout(unblock, 1); // fd 3 is normally blocking; this only guards a non-blocking one
       return;
